@@ -16,7 +16,6 @@ from minimost.config import (
     train_preset,
 )
 
-
 # ----------------------------------------------------------------------------- presets
 
 def test_most_preset_matches_deepseek_v2_lite():

@@ -48,7 +48,6 @@ import shutil
 import tempfile
 import threading
 from dataclasses import dataclass
-from itertools import product
 
 import numpy as np
 
