@@ -34,6 +34,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from _meta import write_results
 
 from minimost.config import AUDIO, TEXT, ModelConfig
 from minimost.moe import MoE, SwiGLU
@@ -177,8 +178,7 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             rows.append(row)
     if args.out:
-        with open(args.out, "a") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
+        write_results(args.out, "moe", rows)
 
 
 if __name__ == "__main__":

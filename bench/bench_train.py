@@ -20,12 +20,13 @@ import argparse
 import dataclasses
 import datetime
 import json
-import platform
 import statistics
 import sys
 import time
 
 import torch
+from _meta import machine as describe_machine
+from _meta import write_results
 
 from minimost.config import preset
 from minimost.model import MAMoELM
@@ -90,13 +91,13 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true", help="also measure torch.compile")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (H100/H200 bf16: 989)")
-    p.add_argument("--out", help="also append the JSON lines to this file")
+    p.add_argument("--out", help="also write the JSON lines (after a meta line) to this file")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = args.dtype or ("bf16" if args.device == "cuda" else "fp32")
     peak = args.peak_tflops or (989.0 if args.device == "cuda" else None)
-    machine = torch.cuda.get_device_name(0) if args.device == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    machine = describe_machine()
     rows = []
     for name in args.presets.split(","):
         moe_cfg = preset(name)
@@ -122,9 +123,7 @@ def main(argv=None) -> int:
         print(json.dumps({"bench": "train_step_ratio", "preset": name,
                           "moe_over_dense_time": round(dense_rate / moe_rate, 3)}), flush=True)
     if args.out:
-        with open(args.out, "a") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
+        write_results(args.out, "train", rows)
     return 0
 
 

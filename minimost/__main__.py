@@ -140,6 +140,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"unknown benchmark {args.name!r}; available: {', '.join(names)}", file=sys.stderr)
         return 2
     sys.argv = [f"bench_{args.name}.py", *args.bench_args]
+    sys.path.insert(0, str(bench_dir))  # the scripts share bench/_meta.py, as when run directly
     runpy.run_path(str(bench_dir / f"bench_{args.name}.py"), run_name="__main__")
     return 0
 

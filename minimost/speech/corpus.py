@@ -34,6 +34,7 @@ keeps the whole pipeline on soundfile.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -236,7 +237,7 @@ def build_corpus(rows: Iterable, out_dir: str | os.PathLike, *, num_workers: int
     _run_shards(todo, len(rows), len(rows) - sum(len(t[1]) for t in todo), num_workers, progress, start_method)
     _assemble(paths, out_dir, {"fingerprint": fingerprint, "num_rows": len(rows), "sample_rate": sample_rate,
                                "corpus_version": CORPUS_VERSION, "espeak": espeak_version(),
-                               "voices": sorted({v.name for _, _, v in rows})}, sample_rate)
+                               "voices": sorted({v.name for _, _, v in rows})}, sample_rate, progress)
     shutil.rmtree(shard_dir, ignore_errors=True)
     return load_corpus(out_dir)
 
@@ -269,7 +270,22 @@ def _run_shards(todo: list[tuple], total: int, done: int, num_workers: int | Non
                 tick(n, sec)
 
 
-def _assemble(paths: list[Path], out_dir: Path, manifest: dict, sample_rate: int) -> None:
+@contextlib.contextmanager
+def _datasets_progress(enabled: bool):
+    """Silence `datasets`' own progress bars while `progress=False` (they are global switches)."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    if was_enabled and not enabled:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled and not enabled:
+            datasets.enable_progress_bars()
+
+
+def _assemble(paths: list[Path], out_dir: Path, manifest: dict, sample_rate: int, progress: bool) -> None:
     """Concatenate the shards into one saved dataset and put it in place of the old one."""
     from datasets import DatasetInfo, concatenate_datasets
 
@@ -278,7 +294,8 @@ def _assemble(paths: list[Path], out_dir: Path, manifest: dict, sample_rate: int
     ds = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     tmp = out_dir / f".dataset-{manifest['fingerprint'][:16]}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    ds.save_to_disk(str(tmp))
+    with _datasets_progress(progress):
+        ds.save_to_disk(str(tmp))
     manifest["total_seconds"] = float(np.sum(ds["duration"], dtype=np.float64))
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     del ds, parts

@@ -323,7 +323,8 @@ class _Engine:
             words = []
             while ptr.value:              # espeak advances ptr clause by clause, NULL at the end
                 clause = self.lib.espeak_TextToPhonemes(ctypes.byref(ptr), _CHARS_UTF8, mode)
-                for word in (clause or b"").decode("utf-8", "replace").split():
+                # split(" "), not split(): str.split() also splits on the \x1f separator
+                for word in (clause or b"").decode("utf-8", "replace").split(" "):
                     phones = [p for p in word.split(_G2P_SEP) if p]
                     if phones:
                         words.append(phones)
@@ -443,24 +444,37 @@ def _timings(events: list[tuple], text: str, rate: int, duration: float) -> tupl
 
     A phoneme lasts until the next phoneme event (pauses included, then dropped), the last one
     until the end of the clip. A word spans its phonemes: those between its WORD event and the
-    next one. A word without phonemes (rare) gets a zero-length segment at its event.
+    next one. Two espeak habits are folded back onto the words of `text`: a number expands to
+    several WORD events inside one written token ("42" -> "forty" "two"), merged into one word;
+    and a dictionary phrase gets one event for several words ("on the"), labelled with all of them.
     """
-    phones: list[list] = []              # [label, start, end, word index]
-    word_events: list[tuple[int, int, float]] = []   # (text_position, length, time)
+    phones: list[list] = []              # [label, start, end, word-event index]
+    word_events: list[tuple[int, int, float]] = []   # (first char, end char, time)
     for ev in events:
         t = min(ev[1] / rate, duration)
         if ev[0] == "word":
-            word_events.append((ev[2], ev[3], t))
+            word_events.append((ev[2] - 1, ev[2] - 1 + ev[3], t))   # text_position is 1-based
         else:
             phones.append([ev[2] or PAUSE, t, duration, len(word_events) - 1])
     for this, nxt in zip(phones, phones[1:]):
         this[2] = max(this[1], nxt[1])
     phonemes = [Segment(label, s, e) for label, s, e, _ in phones if label != PAUSE]
+
+    spans: list[list] = []               # [first char, end char, time, event indices]
+    for k, (c0, c1, t) in enumerate(word_events):
+        if spans and c0 < spans[-1][1]:  # inside the previous token: a number's next word
+            spans[-1][1] = max(spans[-1][1], c1)
+            spans[-1][3].append(k)
+        else:
+            spans.append([c0, c1, t, [k]])
+    for this, nxt in zip(spans, spans[1:] + [[len(text)]]):
+        if any(ch.isalnum() for ch in text[this[1]:nxt[0]]):   # words espeak spoke as one phrase
+            this[1] = nxt[0]
     words = []
-    for w, (pos, length, t) in enumerate(word_events):
-        own = [(s, e) for label, s, e, wi in phones if wi == w and label != PAUSE]
+    for c0, c1, t, ks in spans:
+        own = [(s, e) for label, s, e, k in phones if k in ks and label != PAUSE]
         start, end = (own[0][0], own[-1][1]) if own else (t, t)
-        words.append(Segment(text[pos - 1:pos - 1 + length].strip(), start, end))
+        words.append(Segment(text[c0:c1].strip(), start, end))
     return phonemes, words
 
 
