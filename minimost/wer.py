@@ -51,8 +51,11 @@ def edit_ops(ref: list[str], hyp: list[str]) -> tuple[int, int, int]:
     """(substitutions, deletions, insertions) of a cheapest alignment of `hyp` to `ref`.
 
     cost[i][j] is the edit distance between ref[:i] and hyp[:j]; each cell also remembers how
-    many S, D, I its best path used. Ties prefer a match/substitution, then a deletion, then an
-    insertion, so counts are reproducible (the total S + D + I does not depend on ties).
+    many S, D, I its best path used. Several alignments can share the lowest cost ("a b" vs
+    "b c": two substitutions, or a deletion and an insertion around a hit); among them we keep
+    the one with the fewest substitutions, i.e. the most hits (sclite's weights lean the same
+    way). That fixes S, and with it D and I (I - D = len(hyp) - len(ref) on every alignment), so
+    the counts are unique. jiwer breaks such ties differently: same WER, its S can be higher.
     """
     # Row by row: prev holds (cost, S, D, I) for ref[:i-1], cur for ref[:i].
     prev = [(j, 0, 0, j) for j in range(len(hyp) + 1)]          # ref empty: j insertions
@@ -65,7 +68,7 @@ def edit_ops(ref: list[str], hyp: list[str]) -> tuple[int, int, int]:
             dele = (c + 1, s, d + 1, n)
             c, s, d, n = cur[j - 1]
             ins = (c + 1, s, d, n + 1)
-            cur.append(min((diag, dele, ins), key=lambda t: t[0]))   # min keeps the first on ties
+            cur.append(min((diag, dele, ins), key=lambda t: (t[0], t[1])))
         prev = cur
     _, s, d, n = prev[-1]
     return s, d, n

@@ -171,6 +171,14 @@ def test_load_save_to_disk_and_errors(tmp_path, clips):
     assert load_asr_dataset(mixed, text_column="sentence", on_error="skip").num_rows == 3
 
 
+def test_load_a_stream_whose_audio_feature_decodes(clips):
+    # What the Hub gives when streaming: an IterableDataset with Audio(decode=True), which would
+    # need torchcodec to decode. The loader switches decoding off and reads the bytes itself.
+    stream = _hf_dataset(clips).cast_column("audio", datasets.Audio()).to_iterable_dataset()
+    assert stream.features["audio"].decode
+    _check_loaded(load_asr_dataset(stream, text_column="sentence"), clips)
+
+
 @pytest.mark.network
 def test_librispeech_from_the_hub():
     ds = load_asr_dataset("openslr/librispeech_asr", config="clean", split="validation", max_rows=2)

@@ -16,7 +16,7 @@
 dataset such as LibriSpeech (`openslr/librispeech_asr`, streamed). Real rows have phonemes
 from espeak's G2P of the transcript but no timings (CTC needs only the sequence).
 
-Columns (`FEATURES`), one row per utterance:
+Columns (`corpus_features()`), one row per utterance:
 
     id, text, voice       strings; voice is a `Voice.name` ("en-us+m3:p50:r175"), or the speaker
                           of a real corpus ("librispeech:1272")
@@ -370,9 +370,10 @@ def _open_source(source: Any, split: str, config: str | None, streaming: bool | 
                                    streaming=True if streaming is None else streaming)
     else:
         raise ValueError(f"source={source!r}: expected a path, a Hub dataset id or a datasets.Dataset.")
-    features = ds.features or {}
-    if isinstance(features.get(audio_column), datasets.Audio):
-        # Keep the file bytes: decoding through datasets would need torchcodec + FFmpeg.
+    # Keep the file bytes: decoding through datasets would need torchcodec + FFmpeg.
+    if isinstance(ds, datasets.IterableDataset):
+        return ds.decode(False)                # works even when a stream's features are unknown
+    if isinstance((ds.features or {}).get(audio_column), datasets.Audio):
         ds = ds.cast_column(audio_column, datasets.Audio(decode=False))
     return ds
 
@@ -383,7 +384,7 @@ def iter_asr_rows(source: Any, *, split: str = "train", config: str | None = Non
                   sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None,
                   g2p_accent: str | None = "en-us", on_error: str = "raise",
                   cache_dir: str | None = None) -> Iterator[dict]:
-    """Corpus rows (see `FEATURES`) from a real (audio, text) dataset, one at a time.
+    """Corpus rows (the columns of `corpus_features`) from a real (audio, text) dataset, one at a time.
 
     Streams: nothing is held in memory beyond one row, so this is the way to walk a large corpus.
     `on_error="skip"` drops rows whose audio fails the checks of `load_audio` instead of raising.

@@ -23,9 +23,11 @@ Three espeak-ng behaviours this module guards against (see units-feasibility.md,
   espeak's own lists and every return code is checked.
 - State carries over between utterances (the same text gives slightly different audio after a
   different sentence, even after `espeak_Terminate` + `espeak_Initialize`: static variables such
-  as the pitch-flutter phase live in the library). So the library itself is reloaded before every
-  utterance (a private copy, `dlclose` + `dlopen`, about 3 ms), which makes synthesis exactly
-  reproducible: the same text and voice give bit-identical samples, in any order, in any process.
+  as the pitch-flutter phase live in the library), and `espeak_Initialize` seeds the breath-noise
+  generator from the clock. So the library itself is reloaded before every utterance (a private
+  copy, `dlclose` + `dlopen`, under 1 ms) and its noise seeded, which makes synthesis exactly
+  reproducible: the same text, voice and seed give bit-identical samples, in any order, in any
+  process, at any time.
 - espeak-ng is not thread-safe: one engine per process, every call under a lock.
 
 Audio is resampled from espeak's 22 050 Hz to 16 kHz in torch and peak-normalised to 0.95. espeak
@@ -40,14 +42,17 @@ for real corpora that only have transcripts.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import difflib
+import hashlib
 import os
 import re
 import shutil
 import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -212,6 +217,13 @@ _SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), 
                                   ctypes.POINTER(_Event))
 
 
+def _libc_srand(seed: int) -> None:
+    # Nothing in Python or numpy uses libc's rand(), so reseeding it has no effect outside espeak.
+    # Without a libc symbol table (e.g. Windows) only the speechPlayer voices stay unseeded.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).srand(ctypes.c_uint(seed))
+
+
 def _dlclose(handle: int) -> None:
     import _ctypes
 
@@ -220,12 +232,37 @@ def _dlclose(handle: int) -> None:
         close(handle)
 
 
+def _private_copy(lib: str) -> str:
+    """A copy of the library that only minimost's engine loads (see `_Engine`), made once per user.
+
+    It lives in the user's cache folder, named by a hash of the library, and is shared by all
+    processes: dlopen counts handles per process, so other processes loading it do not matter.
+    Without a writable home, a temporary folder for this process is used instead.
+    """
+    data = Path(lib).read_bytes()
+    name = f"{hashlib.sha256(data).hexdigest()[:16]}-{Path(lib).name}"
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minimost" / "espeak"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        folder = Path(tempfile.mkdtemp(prefix="minimost-espeak-"))
+        owner = os.getpid()     # remove it at exit, in the process that made it (not forked children)
+        atexit.register(lambda: os.getpid() == owner and shutil.rmtree(folder, ignore_errors=True))
+    path = folder / name
+    if not path.exists():
+        tmp = folder / f".{name}.{os.getpid()}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, path)   # atomic: a concurrent process sees no copy or a whole one
+    return str(path)
+
+
 class _Engine:
     """The process's one espeak-ng: a private copy of the library, reloaded per utterance.
 
-    A private copy (in a temp folder) makes sure no one else holds a handle to the same file, so
-    `dlclose` really unloads it and the next `dlopen` starts from clean static state. All calls
-    go through `self.lock`: espeak-ng keeps global state and is not thread-safe.
+    A private copy of the library file makes sure nothing else in this process holds a handle to
+    it (check-env, or another package, may load the wheel's own file), so `dlclose` really unloads
+    it and the next `dlopen` starts from clean static state. All calls go through `self.lock`:
+    espeak-ng keeps global state and is not thread-safe.
     """
 
     def __init__(self):
@@ -233,11 +270,7 @@ class _Engine:
 
         self.lock = threading.Lock()
         self.data_path = str(espeakng_loader.get_data_path())
-        tmp = tempfile.mkdtemp(prefix="minimost-espeak-")
-        owner = os.getpid()
-        # Remove the copy at exit, but only in the process that made it (forked children share it).
-        atexit.register(lambda: os.getpid() == owner and shutil.rmtree(tmp, ignore_errors=True))
-        self.lib_path = shutil.copy(espeakng_loader.get_library_path(), os.path.join(tmp, "libespeak-ng.so"))
+        self.lib_path = _private_copy(espeakng_loader.get_library_path())
         self.lib = None
         self.sample_rate = 0
         self._chunks: list[np.ndarray] = []
@@ -264,6 +297,7 @@ class _Engine:
         lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_VoiceInfo))
         lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
         lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         flags = _INIT_PHONEME_EVENTS | _INIT_PHONEME_IPA | _INIT_DONT_EXIT
         rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, self.data_path.encode(), flags)
         if rate <= 0:
@@ -300,10 +334,14 @@ class _Engine:
             if rc != 0:
                 raise SynthesisError(f"espeak_SetParameter({param}, {value}) failed (error {rc}).")
 
-    def synth(self, text: str, voice: Voice) -> tuple[np.ndarray, list[tuple]]:
+    def synth(self, text: str, voice: Voice, seed: int = 0) -> tuple[np.ndarray, list[tuple]]:
         """int16 samples at `self.sample_rate` and the word/phoneme events, in output order."""
         with self.lock:
             self._load()
+            # espeak_Initialize seeds espeak's noise generator (breathy variants such as f2, f3)
+            # from the clock; the speechPlayer voices draw from libc's rand() when created.
+            self.lib.espeak_ng_SetRandSeed(seed)
+            _libc_srand(seed)
             self._set_voice(voice)
             self._chunks, self._events = [], []
             data = text.encode("utf-8") + b"\0"
@@ -420,17 +458,19 @@ class Synthesis:
         return len(self.wav) / self.sample_rate
 
 
-def synthesize(text: str, voice: Voice | str = DEFAULT_VOICE, sample_rate: int = SAMPLE_RATE) -> Synthesis:
+def synthesize(text: str, voice: Voice | str = DEFAULT_VOICE, sample_rate: int = SAMPLE_RATE,
+               seed: int = 0) -> Synthesis:
     """Speak `text` with `voice`: mono float32 audio at `sample_rate` plus phoneme and word timings.
 
-    Deterministic: the same text and voice give bit-identical samples. Raises VoiceError for an
+    Deterministic: the same text, voice and seed give bit-identical samples. The seed only moves
+    the breath noise of breathy variants (f2, f3, f5, whisper, ...). Raises VoiceError for an
     unknown voice and SynthesisError when espeak produces no audio (e.g. only punctuation).
     """
     voice = as_voice(voice)
     if not isinstance(text, str) or not text.strip():
         raise SynthesisError(f"text={text!r}: expected a non-empty string to speak.")
     eng = engine()
-    raw, events = eng.synth(text, voice)
+    raw, events = eng.synth(text, voice, seed)
     if raw.size == 0 or not np.any(raw):
         raise SynthesisError(f"espeak produced no audio for {text!r} (voice {voice.name}).")
     wav = resample(raw.astype(np.float32) / 32768.0, eng.sample_rate, sample_rate)
