@@ -121,7 +121,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if args.print_config:
         _print_configs(model_cfg, train_cfg)
         return 0
-    return _not_built("synth", "the data-and-tokenizer and speech-kit issues")
+    from minimost.data.build import build_text_data, summary
+    data = build_text_data(args.preset, args.data_dir, force=args.force, verbose=True)
+    print(summary(data.stats))
+    print(f"text data and tokenizer: {data.path}")
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -173,8 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("synth", help="build a preset's dataset (text, audio, units, tasks)",
-                       description="Generate the mini-world and render its speech for a preset, cached.")
+                       description="Generate the mini-world and render its speech for a preset, cached "
+                                   "by a hash of everything that affects the output.")
     _add_config_args(p, stage=False)
+    p.add_argument("--data-dir", default="data/cache", help="cache folder (default: data/cache)")
+    p.add_argument("--force", action="store_true", help="rebuild even if a cached build exists")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("bench", help="run a benchmark from bench/ (JSON lines out)",
