@@ -104,12 +104,33 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import os
+
+    from minimost.checkpoint import CheckpointError
+    from minimost.pipeline import StageDataError, prepare_data, stage_source, text_eval_fn
+    from minimost.train import run_training
+
     model_cfg, train_cfg = _resolve(args)
     if args.print_config:
         _print_configs(model_cfg, train_cfg)
         return 0
-    _print_configs(model_cfg, train_cfg)
-    return _not_built("train", "the training-pipeline issue (one trainer for every stage)")
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    if main_rank:
+        _print_configs(model_cfg, train_cfg)
+    source = tokenizer = eval_fn = None
+    try:
+        if not args.synthetic_data:
+            data = prepare_data(args.preset, args.data_dir, verbose=main_rank)
+            source, tokenizer = stage_source(data, model_cfg, train_cfg)
+            eval_fn = text_eval_fn(data, tokenizer)
+        record = run_training(model_cfg, train_cfg, preset=args.preset, resume=args.resume, source=source,
+                              tokenizer=tokenizer, eval_fn=eval_fn, init_from=args.init_from)
+    except (CheckpointError, StageDataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if main_rank:
+        print(f"done: step {record['step']}, outputs in {record['run_dir']}")
+    return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -167,7 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train one stage with the one trainer: pretrain (stage 0, text MoE), "
                                    "posttrain (stage 1, ASR/TTS/text-LM), instruct (stage 2).")
     _add_config_args(p)
-    p.add_argument("--resume", metavar="PATH", help="checkpoint folder to resume from")
+    p.add_argument("--resume", metavar="PATH", help="checkpoint, checkpoints/ or run folder to resume from")
+    p.add_argument("--init-from", metavar="PATH", help="checkpoint or run folder whose weights start this stage")
+    p.add_argument("--data-dir", default="data/cache", help="data cache folder (default: data/cache)")
+    p.add_argument("--synthetic-data", action="store_true",
+                   help="train on synthetic mixed token batches instead of the mini-world (a quick check)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run (ASR, TTS, spoken LM, spoken QA)",
