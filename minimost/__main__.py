@@ -56,8 +56,12 @@ def _add_config_args(p: argparse.ArgumentParser, stage: bool = True) -> None:
 
 
 def _resolve(args: argparse.Namespace):
+    from minimost.pipeline import stage_model_config
+    stage = getattr(args, "stage", None)
     model_cfg = preset(args.preset)
-    train_cfg = train_preset(args.preset, getattr(args, "stage", "pretrain"))
+    if stage is not None:  # stage 0 is the plain MoE stand-in for DeepSeek-V2-Lite (pipeline.py)
+        model_cfg = stage_model_config(model_cfg, stage)
+    train_cfg = train_preset(args.preset, stage or "pretrain")
     return apply_overrides(model_cfg, train_cfg, args.overrides)
 
 

@@ -18,6 +18,18 @@ import torch
 from minimost.config import ModelConfig, TrainConfig
 
 
+def stage_model_config(model_cfg: ModelConfig, stage: str) -> ModelConfig:
+    """The model a stage starts from. Presets describe the MoST model (MAMoE on); stage 0 is the plain
+    text MoE that stands in for DeepSeek-V2-Lite, so it routes top-k over *all* experts. The MoST
+    transformation (`minimost.convert.most_transform`) switches modality routing on afterwards.
+    `--set modality_routing=true` after this still wins, for experiments.
+    """
+    import dataclasses
+    if stage == "pretrain":
+        return dataclasses.replace(model_cfg, modality_routing=False, text_experts=None, audio_experts=None)
+    return model_cfg
+
+
 class StageDataError(RuntimeError):
     """The data a stage needs has not been built yet; the message says how to build it."""
 

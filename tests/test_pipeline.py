@@ -1,0 +1,50 @@
+"""Stage wiring: stage-0 config, stage data errors, and a short stage-0 run from the CLI on the mini-world."""
+
+import json
+
+import pytest
+
+from minimost.__main__ import main
+from minimost.config import preset, train_preset
+from minimost.pipeline import StageDataError, prepare_data, stage_model_config, stage_source
+
+
+def test_stage0_is_a_plain_moe_and_later_stages_are_mamoe():
+    cfg = preset("micro")
+    assert cfg.modality_routing
+    assert stage_model_config(cfg, "pretrain").modality_routing is False
+    assert stage_model_config(cfg, "posttrain") == cfg
+
+
+@pytest.fixture(scope="module")
+def micro_data(tmp_path_factory):
+    return prepare_data("micro", str(tmp_path_factory.mktemp("data")))
+
+
+def test_speech_stage_without_units_says_what_to_run(micro_data):
+    with pytest.raises(StageDataError, match="synth"):
+        stage_source(micro_data, preset("micro"), train_preset("micro", "posttrain"))
+
+
+def test_tokenizer_larger_than_model_vocab_is_refused(micro_data):
+    import dataclasses
+    small_vocab = dataclasses.replace(preset("micro"), vocab_size=64)
+    with pytest.raises(StageDataError, match="vocab_size"):
+        stage_source(micro_data, small_vocab, train_preset("micro", "pretrain"))
+
+
+def test_cli_stage0_trains_on_text_over_all_experts(micro_data, tmp_path, capsys):
+    data_dir = str(micro_data.path.parent)
+    rc = main(["train", "--preset", "micro", "--data-dir", data_dir, "--set", "train.steps=6",
+               "--set", "train.log_every=3", "--set", "train.eval_every=6", "--set", "train.ckpt_every=6",
+               "--set", f"train.out_dir={tmp_path}", "--set", "train.run_name=s0"])
+    assert rc == 0
+    records = [json.loads(line) for line in (tmp_path / "s0" / "log.jsonl").read_text().splitlines()]
+    train_rows = [r for r in records if "loss" in r]
+    evals = [r for r in records if "eval/valid_text_loss" in r]
+    assert train_rows and evals and evals[-1]["eval/valid_text_ppl"] > 1
+    # vanilla routing: text tokens reach experts of both halves (MAMoE would confine them to the first half)
+    frac = train_rows[-1]["load/text/frac"]
+    n = len(frac[0])
+    assert any(sum(layer[n // 2:]) > 0 for layer in frac)
+    assert (tmp_path / "s0" / "checkpoints").is_dir()
