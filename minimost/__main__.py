@@ -31,7 +31,7 @@ PIPELINE = [
     ("synth", "minimost.data.world", "mini-world data and tokenizer (issue: data and tokenizer)"),
     ("speech kit", "minimost.speech.units", "speech synthesis, units, vocoder, ASR judge (issue: speech kit)"),
     ("stage 0: text MoE pretraining", "minimost.train", "the trainer (issue: training pipeline)"),
-    ("transform: MoST conversion", "minimost.convert", "the MoST transformation (issue: training pipeline)"),
+    ("transform: MoST conversion", "minimost.transform", "the MoST transformation (issue: training pipeline)"),
     ("stage 1: ASR/TTS post-training", "minimost.train", "the trainer (issue: training pipeline)"),
     ("stage 2: instruction tuning", "minimost.train", "the trainer (issue: training pipeline)"),
     ("evaluation and report", "minimost.evaluate", "metrics and report (issue: evaluation and ablations)"),
