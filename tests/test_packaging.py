@@ -63,7 +63,7 @@ def test_unbuilt_commands_say_so(capsys):
 
 
 def test_config_errors_exit_cleanly(capsys):
-    assert main(["train", "--preset", "micro", "--set", "top_k=7"]) == 2
+    assert main(["train", "--preset", "micro", "--set", "top_k=9"]) == 2
     assert "config error" in capsys.readouterr().err
 
 
