@@ -25,27 +25,6 @@ from minimost.config import PRESETS, STAGES, ConfigError, apply_overrides, prese
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# What the pipeline is made of, in order, and the issue that builds each stage that is missing.
-# A stage is "built" when the module that implements it can be imported.
-PIPELINE = [
-    ("synth", "minimost.data.world", "mini-world data and tokenizer (issue: data and tokenizer)"),
-    ("speech kit", "minimost.speech.units", "speech synthesis, units, vocoder, ASR judge (issue: speech kit)"),
-    ("stage 0: text MoE pretraining", "minimost.train", "the trainer (issue: training pipeline)"),
-    ("transform: MoST conversion", "minimost.transform", "the MoST transformation (issue: training pipeline)"),
-    ("stage 1: ASR/TTS post-training", "minimost.train", "the trainer (issue: training pipeline)"),
-    ("stage 2: instruction tuning", "minimost.train", "the trainer (issue: training pipeline)"),
-    ("evaluation and report", "minimost.evaluate", "metrics and report (issue: evaluation and ablations)"),
-]
-
-
-def _module_exists(name: str) -> bool:
-    import importlib.util
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
-
-
 def _add_config_args(p: argparse.ArgumentParser, stage: bool = True) -> None:
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model/training size (default: tiny)")
     if stage:
@@ -86,24 +65,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.print_config:
         _print_configs(model_cfg, train_cfg)
         return 0
+    from minimost.pipeline import StageDataError, run_pipeline
     print(f"minimost run --preset {args.preset}")
     print(f"  model: {model_cfg.num_params() / 1e6:.2f} M parameters, "
           f"{model_cfg.num_active_params() / 1e6:.2f} M active per token")
-    if _module_exists("minimost.model"):
-        from minimost.smoke import model_smoke_test
-        model_smoke_test(model_cfg, seed=train_cfg.seed)
-    else:
-        print("  [not built] model core")
-    print("pipeline stages:")
-    missing = 0
-    for name, module, issue in PIPELINE:
-        if _module_exists(module):
-            print(f"  [built]     {name}")
-        else:
-            missing += 1
-            print(f"  [not built] {name}: needs {issue}")
-    if missing:
-        print(f"{missing} of {len(PIPELINE)} pipeline stages are not built yet; everything that exists ran above.")
+    try:
+        report = run_pipeline(args.preset, args.overrides, data_dir=args.data_dir, out_dir=args.out_dir)
+    except StageDataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for stage, seconds in report["timings_s"].items():
+        print(f"  [ran]       {stage}: {seconds} s")
+    for stage in report["not_built"]:
+        print(f"  [not built] {stage}")
+    if report["not_built"]:
+        print("The stages marked [not built] do not exist yet; everything that exists ran above.")
     return 0
 
 
@@ -186,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run every built stage of the pipeline for a preset, reusing cached outputs, "
                                    "and say which stages are not built yet.")
     _add_config_args(p, stage=False)
+    p.add_argument("--data-dir", default="data/cache", help="data cache folder (default: data/cache)")
+    p.add_argument("--out-dir", default="runs", help="where run folders go (default: runs)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("train", help="train one stage",

@@ -11,11 +11,24 @@ data is missing is an error that says what to run.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import importlib.util
+import json
 import math
+import os
+import platform
+import time
+from pathlib import Path
 
 import torch
 
-from minimost.config import ModelConfig, TrainConfig
+from minimost.checkpoint import latest_checkpoint
+from minimost.config import ModelConfig, TrainConfig, apply_overrides, train_preset
+from minimost.config import preset as model_preset
+from minimost.data.batching import eval_batches
+from minimost.data.build import build_text_data
+from minimost.train import run_training
 
 
 def stage_model_config(model_cfg: ModelConfig, stage: str) -> ModelConfig:
@@ -24,7 +37,6 @@ def stage_model_config(model_cfg: ModelConfig, stage: str) -> ModelConfig:
     transformation (`minimost.convert.most_transform`) switches modality routing on afterwards.
     `--set modality_routing=true` after this still wins, for experiments.
     """
-    import dataclasses
     if stage == "pretrain":
         return dataclasses.replace(model_cfg, modality_routing=False, text_experts=None, audio_experts=None)
     return model_cfg
@@ -36,7 +48,6 @@ class StageDataError(RuntimeError):
 
 def prepare_data(preset: str, data_dir: str = "data/cache", verbose: bool = False):
     """The preset's text data and tokenizer (built on first use, then loaded from the cache)."""
-    from minimost.data.build import build_text_data
     return build_text_data(preset, data_dir, verbose=verbose)
 
 
@@ -73,8 +84,6 @@ def stage_source(data, model_cfg: ModelConfig, train_cfg: TrainConfig, split: st
 
 def text_eval_fn(data, tok, batch_size: int = 32, max_batches: int = 20):
     """An `eval_fn(model, step)` giving the validation loss and perplexity of the text-LM task."""
-    from minimost.data.batching import eval_batches
-
     examples = data.token_pools("valid")["text_lm"]
 
     @torch.no_grad()
@@ -95,3 +104,142 @@ def text_eval_fn(data, tok, batch_size: int = 32, max_batches: int = 20):
         return {"valid_text_loss": round(loss, 4), "valid_text_ppl": round(math.exp(min(loss, 50.0)), 2)}
 
     return evaluate
+
+
+# --------------------------------------------------------------------------------------------
+# `minimost run`: every stage in order, skipping finished ones and resuming interrupted ones
+# --------------------------------------------------------------------------------------------
+
+def run_fingerprint(model_cfg: ModelConfig, train_cfgs: dict, data_key: str) -> str:
+    """A short hash of everything that decides a run's outputs (configs of every stage and the data)."""
+    blob = json.dumps({"model": model_cfg.to_dict(), "train": {k: v.to_dict() for k, v in train_cfgs.items()},
+                       "data": data_key}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def stage_status(run_dir, steps: int) -> tuple[str, object]:
+    """("done" | "partial" | "new", latest checkpoint or None) for one stage's run folder."""
+
+    latest = latest_checkpoint(Path(run_dir) / "checkpoints")
+    if latest is None:
+        return "new", None
+    step = int(latest.name.split("_")[-1])
+    return ("done" if step >= steps else "partial"), latest
+
+
+def train_stage(model_cfg: ModelConfig, train_cfg: TrainConfig, preset: str, run_dir, source, tokenizer,
+                eval_fn=None, init_from=None, progress: bool = True) -> dict:
+    """Train one stage into `run_dir` unless it is finished; resume it when it was interrupted."""
+
+    status, latest = stage_status(run_dir, train_cfg.steps)
+    if status == "done":
+        print(f"  {train_cfg.stage}: finished earlier ({latest}); skipped")
+        return {"step": train_cfg.steps, "run_dir": str(run_dir), "skipped": True}
+    run_dir = Path(run_dir)
+    cfg = dataclasses.replace(train_cfg, out_dir=str(run_dir.parent), run_name=run_dir.name)
+    if status == "partial":
+        print(f"  {train_cfg.stage}: resuming from {latest}")
+    return run_training(model_cfg, cfg, preset=preset, resume=latest, source=source, tokenizer=tokenizer,
+                        eval_fn=eval_fn, init_from=None if status == "partial" else init_from, progress=progress)
+
+
+def run_pipeline(preset: str, overrides: list[str] | None = None, data_dir: str = "data/cache",
+                 out_dir: str = "runs", progress: bool = True) -> dict:
+    """synth -> stage 0 -> (speech kit -> transform -> stage 1 -> stage 2 -> evaluation) for a preset.
+
+    Returns the report dict (also written as report.json / report.md in the run folder). Stages whose
+    code does not exist yet are listed as such; stages whose outputs exist for the same configuration
+    are skipped.
+    """
+
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    base_cfg = model_preset(preset)
+    train_cfgs = {}
+    model_cfgs = {}
+    for stage in ("pretrain", "posttrain", "instruct"):
+        m, t = apply_overrides(stage_model_config(base_cfg, stage), train_preset(preset, stage), overrides or [])
+        model_cfgs[stage], train_cfgs[stage] = m, t
+
+    t0 = time.perf_counter()
+    data = prepare_data(preset, data_dir, verbose=progress)
+    timings["synth (text)"] = round(time.perf_counter() - t0, 1)
+    name = f"{preset}-{run_fingerprint(model_cfgs['posttrain'], train_cfgs, data.path.name)}"
+    run_root = Path(out_dir) / name
+    run_root.mkdir(parents=True, exist_ok=True)
+    print(f"run folder: {run_root}")
+
+    report: dict = {"preset": preset, "run": str(run_root), "machine": _machine(), "python": platform.python_version(),
+                    "model": model_cfgs["posttrain"].to_dict(),
+                    "train": {k: v.to_dict() for k, v in train_cfgs.items()}, "stages": {}, "metrics": {}}
+
+    # Stage 0: the text MoE (vanilla routing), the stand-in for DeepSeek-V2-Lite.
+    t0 = time.perf_counter()
+    source, tok = stage_source(data, model_cfgs["pretrain"], train_cfgs["pretrain"])
+    eval_fn = text_eval_fn(data, tok)
+    record = train_stage(model_cfgs["pretrain"], train_cfgs["pretrain"], preset, run_root / "stage0", source, tok,
+                         eval_fn=eval_fn, progress=progress)
+    timings["stage 0: text MoE pretraining"] = round(time.perf_counter() - t0, 1)
+    report["stages"]["stage0"] = {k: v for k, v in record.items() if isinstance(v, (int, float, str, bool))}
+    report["metrics"]["stage0"] = _last_eval(run_root / "stage0")
+
+    missing = []
+    for stage, module in (("speech kit (units, vocoder, judge)", "minimost.speech.kit"),
+                          ("stage 1: ASR/TTS post-training", "minimost.speech.kit"),
+                          ("stage 2: instruction tuning", "minimost.speech.kit"),
+                          ("evaluation", "minimost.evaluate")):
+        if not _has_module(module):
+            missing.append(stage)
+    report["not_built"] = missing
+    report["timings_s"] = timings | {"total": round(time.perf_counter() - t_start, 1)}
+    (run_root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (run_root / "report.md").write_text(render_report(report))
+    print(f"report: {run_root / 'report.md'}")
+    return report
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _machine() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def _last_eval(run_dir) -> dict:
+    path = Path(run_dir) / "log.jsonl"
+    if not path.exists():
+        return {}
+    evals = [json.loads(line) for line in path.read_text().splitlines() if '"eval/' in line]
+    return {k.removeprefix("eval/"): v for k, v in evals[-1].items() if k != "step"} if evals else {}
+
+
+def render_report(report: dict) -> str:
+    """report.md: configuration, time per stage, machine, metrics, and what is not built yet."""
+    lines = [f"# minimost run: preset `{report['preset']}`", "",
+             f"Machine: {report['machine']} (Python {report['python']}). Run folder: `{report['run']}`.", "",
+             "## Time per stage", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in report["timings_s"].items()]
+    lines += ["", "## Metrics", "", "| stage | metric | value |", "|---|---|---|"]
+    for stage, metrics in report["metrics"].items():
+        lines += [f"| {stage} | {k} | {v} |" for k, v in metrics.items()]
+    if report.get("not_built"):
+        lines += ["", "## Not built yet", ""] + [f"- {s}" for s in report["not_built"]]
+    model = report["model"]
+    lines += ["", "## Configuration", "",
+              f"Model: d {model['d_model']}, {model['n_layers']} layers, {model['n_experts']} experts top-"
+              f"{model['top_k']}, {model['n_shared_experts']} shared, vocab {model['vocab_size']}, attention "
+              f"{model['attention']}. Stage steps: " + ", ".join(f"{k} {v['steps']}" for k, v in report["train"].items()),
+              "", "The full configuration is in report.json."]
+    return "\n".join(lines) + "\n"

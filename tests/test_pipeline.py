@@ -48,3 +48,17 @@ def test_cli_stage0_trains_on_text_over_all_experts(micro_data, tmp_path, capsys
     n = len(frac[0])
     assert any(sum(layer[n // 2:]) > 0 for layer in frac)
     assert (tmp_path / "s0" / "checkpoints").is_dir()
+
+
+def test_run_pipeline_writes_a_report_and_skips_finished_stages(micro_data, tmp_path, capsys):
+    from minimost.pipeline import run_pipeline
+    data_dir, overrides = str(micro_data.path.parent), ["train.steps=4", "train.log_every=2",
+                                                        "train.eval_every=4", "train.ckpt_every=2"]
+    report = run_pipeline("micro", overrides, data_dir=data_dir, out_dir=str(tmp_path), progress=False)
+    run = tmp_path / report["run"].split("/")[-1]
+    assert (run / "report.md").read_text().startswith("# minimost run")
+    assert report["metrics"]["stage0"]["valid_text_ppl"] > 1
+    assert "stage 0: text MoE pretraining" in report["timings_s"]
+    again = run_pipeline("micro", overrides, data_dir=data_dir, out_dir=str(tmp_path), progress=False)
+    assert again["run"] == report["run"]
+    assert again["stages"]["stage0"].get("skipped") is True
