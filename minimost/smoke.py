@@ -35,11 +35,13 @@ def synthetic_batch(cfg: ModelConfig, token_modality: torch.Tensor, batch: int, 
     rows = []
     for _ in range(batch):
         row: list[int] = []
+        spans = 0
         while len(row) < length:
             span = int(torch.randint(4, 12, (1,), generator=generator))
-            pool = text_ids if len(row) % 2 == 0 else audio_ids
+            pool = text_ids if spans % 2 == 0 else audio_ids                 # text and audio alternate
             start = int(torch.randint(0, len(pool) - span, (1,), generator=generator))
             row += [int(special_ids[0])] + pool[start:start + span].tolist()  # runs of consecutive ids
+            spans += 1
         rows.append(row[:length])
     return torch.tensor(rows)
 

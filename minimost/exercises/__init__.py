@@ -1,0 +1,13 @@
+"""Exercises for the course notebooks: stub -> test -> solution (style-anchors.md §10, rule 15).
+
+Each chapter has a module of stubs that raise `NotImplementedError` (`minimost/exercises/chNN.py`,
+yours to fill in), reference solutions in `minimost/exercises/solutions/chNN.py`, and tests in
+`tests/exercises/test_chNN.py` that check an implementation against `minimost`'s own behaviour.
+
+    pytest tests/exercises                                   # checks the reference solutions
+    MINIMOST_EXERCISES=student pytest tests/exercises        # also checks your stubs
+    MINIMOST_EXERCISES=student pytest tests/exercises/test_ch01.py -k topk   # one exercise
+
+Chapters: ch01 (notebooks/01_moe_from_scratch.ipynb), ch02 (notebooks/02_mamoe.ipynb).
+Try before you read the solutions.
+"""
