@@ -1,0 +1,116 @@
+"""The speech kit in one call: synthesis, units, unit vocoder and ASR judge for a preset, cached.
+
+    kit = build_speech_kit("tiny")                       # builds once, then loads from data/cache
+    units = kit.tokenize(kit.synthesize("the red fox sleeps", "en-us+m3:p50:r165"))
+    wav = kit.resynthesize(units, "en-us+m3:p50:r165"); print(kit.transcribe(wav))
+
+What trains on what (DESIGN.md §3, most-reference.md §4 and §8.1):
+- the **units** and the **vocoder** train on the preset's speech plan, train split only (mini-world
+  sentences spoken by the training voices), the same audio the LM's ASR/TTS tasks use;
+- the **judge** trains on *other* mini-world training sentences, also spoken by training voices, and
+  never on a sentence of the LM's valid/test sets (`judge.check_split` refuses any overlap), so it can
+  score TTS output and spoken answers on held-out sentences and voices.
+Every artefact is cached by a hash of its inputs; the vocoder records the unit artefact it was
+trained with and refuses any other (`UnitVocoder.check_units`).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from minimost.speech.judge import AsrJudge, JudgeConfig, judge_rows, train_judge
+from minimost.speech.synth import TRAIN_VOICES, synthesize
+from minimost.speech.units import UnitConfig, UnitSequence, UnitTokenizer, train_units
+from minimost.speech.vocoder import UnitVocoder, VocoderConfig, train_vocoder
+
+
+@dataclass
+class KitConfig:
+    """Sizes and budgets of one preset's speech kit (the three artefacts' own configs inside)."""
+
+    judge_sentences: int = 3000           # mini-world training sentences the judge hears
+    judge_voices_per_sentence: int = 2
+    units: UnitConfig = field(default_factory=UnitConfig)
+    vocoder: VocoderConfig = field(default_factory=VocoderConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+
+
+def kit_config(preset: str) -> KitConfig:
+    """Per-preset budgets: micro trains for seconds (tests), tiny for minutes (the CPU course)."""
+    if preset == "micro":
+        return KitConfig(judge_sentences=60, judge_voices_per_sentence=1,
+                         units=UnitConfig(max_steps=30, time_budget_s=30.0),
+                         vocoder=VocoderConfig(max_steps=30, time_budget_s=30.0),
+                         judge=JudgeConfig(max_steps=30, max_minutes=0.5))
+    if preset == "tiny":
+        return KitConfig(units=UnitConfig(time_budget_s=300.0), vocoder=VocoderConfig(time_budget_s=240.0),
+                         judge=JudgeConfig(max_minutes=5.0))
+    return KitConfig()  # small and most: the artefacts' full defaults
+
+
+class SpeechKit:
+    """Synthesise, tokenise, resynthesise and transcribe: the speech side of minimost in four methods."""
+
+    def __init__(self, units: UnitTokenizer, vocoder: UnitVocoder, judge: AsrJudge, path: Path):
+        vocoder.check_units(units)
+        self.units, self.vocoder, self.judge, self.path = units, vocoder, judge, Path(path)
+
+    def synthesize(self, text: str, voice=TRAIN_VOICES[0]) -> np.ndarray:
+        """espeak-ng speech, 16 kHz mono float32."""
+        return synthesize(text, voice).wav
+
+    def tokenize(self, wav: np.ndarray) -> UnitSequence:
+        """Deduplicated units (and their run lengths) of a 16 kHz waveform."""
+        return self.units.encode(wav)
+
+    def resynthesize(self, units, voice=TRAIN_VOICES[0], durations=None) -> np.ndarray:
+        """Units -> speech in a training voice (the vocoder's durations unless given), 16 kHz float32."""
+        if isinstance(units, UnitSequence):
+            units, durations = units.units_dedup, durations
+        return self.vocoder.synthesize(units, voice, durations=durations)
+
+    def transcribe(self, wavs):
+        """The judge's transcript of one waveform (str) or of a list of them (list of str)."""
+        if isinstance(wavs, np.ndarray) and wavs.ndim == 1:
+            return self.judge.transcribe([wavs])[0]
+        return self.judge.transcribe(list(wavs))
+
+
+def speech_corpus(data, cache_dir, split: str = "train", progress: bool = True):
+    """The speech plan's utterances of one split, synthesised (cached by `build_corpus`)."""
+    from minimost.speech.corpus import build_corpus
+    plan = data.dataset("speech_plan")
+    rows = [(r["id"], r["text"], r["voice"]) for r in plan if r["split"] == split]
+    return build_corpus(rows, Path(cache_dir) / f"speech-{data.path.name}-{split}", progress=progress)
+
+
+def build_speech_kit(preset: str = "tiny", cache_dir: str = "data/cache", data=None,
+                     cfg: KitConfig | None = None, progress: bool = True) -> SpeechKit:
+    """Build (or load from the cache) the preset's units, vocoder and judge; see the module docstring."""
+    from minimost.pipeline import prepare_data
+    data = data if data is not None else prepare_data(preset, cache_dir)
+    cfg = cfg or kit_config(preset)
+    root = Path(cache_dir) / "speech_kit"
+    corpus = speech_corpus(data, cache_dir, "train", progress)
+    units = train_units(corpus, cfg.units, cache_dir=root / "units", progress=progress)
+    vocoder = train_vocoder(corpus, units, cfg.vocoder, cache_dir=root / "vocoder", progress=progress)
+
+    held_out = {r["text"] for r in data.dataset("speech_plan") if r["split"] != "train"}
+    held_out |= {t for split in ("valid", "test") for t in data.dataset("corpus")[split]["text"]}
+    plan_train = {r["text"] for r in data.dataset("speech_plan") if r["split"] == "train"}
+    candidates = sorted({t for t in data.dataset("corpus")["train"]["text"]} - held_out - plan_train)
+    random.Random(0).shuffle(candidates)
+    rows = judge_rows(candidates[:cfg.judge_sentences], voices_per_sentence=cfg.judge_voices_per_sentence)
+    judge = train_judge(rows, cfg.judge, cache_dir=root / "judge", exclude_texts=held_out, progress=progress)
+    return SpeechKit(units, vocoder, judge, root)
+
+
+def kit_summary(kit: SpeechKit) -> dict:
+    """Identities of the three artefacts (what a checkpoint or report should record)."""
+    return {"units": kit.units.artefact_id, "vocoder": kit.vocoder.hash, "judge": kit.judge.id,
+            "codebook_size": kit.units.num_units, "unit_rate_hz": kit.units.rate_hz}
+
