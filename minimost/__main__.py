@@ -70,16 +70,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"  model: {model_cfg.num_params() / 1e6:.2f} M parameters, "
           f"{model_cfg.num_active_params() / 1e6:.2f} M active per token")
     try:
-        report = run_pipeline(args.preset, args.overrides, data_dir=args.data_dir, out_dir=args.out_dir)
+        report = run_pipeline(args.preset, args.overrides, data_dir=args.data_dir, out_dir=args.out_dir,
+                              until=args.until)
     except StageDataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for stage, seconds in report["timings_s"].items():
         print(f"  [ran]       {stage}: {seconds} s")
     for stage in report["not_built"]:
-        print(f"  [not built] {stage}")
+        print(f"  [not run]   {stage}")
     if report["not_built"]:
-        print("The stages marked [not built] do not exist yet; everything that exists ran above.")
+        print("Stages marked [not run] are not built yet (or were left out with --until); "
+              "everything else ran above.")
     return 0
 
 
@@ -126,6 +128,15 @@ def cmd_synth(args: argparse.Namespace) -> int:
     data = build_text_data(args.preset, args.data_dir, force=args.force, verbose=True)
     print(summary(data.stats))
     print(f"text data and tokenizer: {data.path}")
+    if args.text_only:
+        return 0
+    from minimost.speech.kit import build_speech_kit, kit_summary, render_speech
+    kit = build_speech_kit(args.preset, args.data_dir, data=data)
+    print(f"speech kit: {kit_summary(kit)}")
+    for task, splits in render_speech(data, kit, args.data_dir).items():
+        print(f"  {task:16s} " + ", ".join(f"{s} {v['examples']} examples, {v['tokens']} tokens"
+                                           for s, v in splits.items()))
+    print(f"speech tasks rendered with unit tokens: {data.path / 'tokens'}")
     return 0
 
 
@@ -164,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p, stage=False)
     p.add_argument("--data-dir", default="data/cache", help="data cache folder (default: data/cache)")
     p.add_argument("--out-dir", default="runs", help="where run folders go (default: runs)")
+    p.add_argument("--until", default="stage2", choices=["stage0", "stage1", "stage2"],
+                   help="stop after this stage (default: stage2, the whole pipeline)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("train", help="train one stage",
@@ -189,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p, stage=False)
     p.add_argument("--data-dir", default="data/cache", help="cache folder (default: data/cache)")
     p.add_argument("--force", action="store_true", help="rebuild even if a cached build exists")
+    p.add_argument("--text-only", action="store_true", help="stop after the text data and tokenizer")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("bench", help="run a benchmark from bench/ (JSON lines out)",

@@ -144,13 +144,16 @@ def train_stage(model_cfg: ModelConfig, train_cfg: TrainConfig, preset: str, run
 
 
 def run_pipeline(preset: str, overrides: list[str] | None = None, data_dir: str = "data/cache",
-                 out_dir: str = "runs", progress: bool = True) -> dict:
+                 out_dir: str = "runs", progress: bool = True, kit_cfg=None, until: str = "stage2") -> dict:
     """synth -> stage 0 -> (speech kit -> transform -> stage 1 -> stage 2 -> evaluation) for a preset.
 
     Returns the report dict (also written as report.json / report.md in the run folder). Stages whose
     code does not exist yet are listed as such; stages whose outputs exist for the same configuration
-    are skipped.
+    are skipped. `kit_cfg` (a `minimost.speech.kit.KitConfig`) overrides the preset's speech-kit budgets.
+    `until` ("stage0" | "stage1" | "stage2") stops after that stage.
     """
+    if until not in ("stage0", "stage1", "stage2"):
+        raise StageDataError(f"until={until!r}; expected stage0, stage1 or stage2.")
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -183,14 +186,57 @@ def run_pipeline(preset: str, overrides: list[str] | None = None, data_dir: str 
     report["stages"]["stage0"] = {k: v for k, v in record.items() if isinstance(v, (int, float, str, bool))}
     report["metrics"]["stage0"] = _last_eval(run_root / "stage0")
 
-    missing = []
-    for stage, module in (("speech kit (units, vocoder, judge)", "minimost.speech.kit"),
-                          ("stage 1: ASR/TTS post-training", "minimost.speech.kit"),
-                          ("stage 2: instruction tuning", "minimost.speech.kit"),
-                          ("evaluation", "minimost.evaluate")):
-        if not _has_module(module):
-            missing.append(stage)
-    report["not_built"] = missing
+    if until == "stage0":
+        return _finish(report, timings, t_start, run_root, ["speech kit, transform, stages 1-2 (stopped by until)"])
+
+    # Speech kit (units, vocoder, judge) and the speech tasks rendered with its units.
+    from minimost.speech.kit import build_speech_kit, kit_summary, render_speech
+    t0 = time.perf_counter()
+    kit = build_speech_kit(preset, data_dir, data=data, cfg=kit_cfg, progress=progress)
+    render_speech(data, kit, data_dir, progress=progress)
+    timings["speech kit and speech data"] = round(time.perf_counter() - t0, 1)
+    report["speech_kit"] = kit_summary(kit)
+
+    # The MoST transformation: stage-0 weights, unit tokens, expert groups, MAMoE routing on.
+    t0 = time.perf_counter()
+    unit_tok = data.unit_tokenizer()
+    transformed = run_root / "transformed"
+    if latest_checkpoint(transformed / "checkpoints") is None:
+        from minimost.checkpoint import WEIGHTS, load_weights, save_checkpoint
+        from minimost.model import MAMoELM
+        from minimost.transform import most_transform
+        stage0 = MAMoELM(model_cfgs["pretrain"])
+        stage0.load_state_dict(load_weights(latest_checkpoint(run_root / "stage0" / "checkpoints") / WEIGHTS))
+        model = most_transform(stage0, unit_tok)
+        if model.cfg != model_cfgs["posttrain"]:
+            raise StageDataError(f"the transformed model's config differs from stage 1's: {model.cfg} vs "
+                                 f"{model_cfgs['posttrain']}; raise vocab_size so the unit tokens fit.")
+        save_checkpoint(transformed / "checkpoints", 0, model.state_dict(), {}, {"model": model.cfg.to_dict()},
+                        tokenizer=unit_tok)
+    timings["transform: MoST conversion"] = round(time.perf_counter() - t0, 1)
+
+    # Stages 1 and 2 start from the previous stage's weights; text perplexity tracks forgetting.
+    previous = transformed
+    for key, stage, title in (("stage1", "posttrain", "stage 1: ASR/TTS post-training"),
+                              ("stage2", "instruct", "stage 2: instruction tuning")):
+        t0 = time.perf_counter()
+        source, tok = stage_source(data, model_cfgs[stage], train_cfgs[stage])
+        record = train_stage(model_cfgs[stage], train_cfgs[stage], preset, run_root / key, source, tok,
+                             eval_fn=text_eval_fn(data, tok), init_from=previous, progress=progress)
+        timings[title] = round(time.perf_counter() - t0, 1)
+        report["stages"][key] = {k: v for k, v in record.items() if isinstance(v, (int, float, str, bool))}
+        report["metrics"][key] = _last_eval(run_root / key)
+        previous = run_root / key
+        if key == until:
+            break
+
+    missing = [] if _has_module("minimost.evaluate") else [
+        "evaluation (ASR/TTS WER, spoken-LM accuracy, spoken QA) and ablations"]
+    return _finish(report, timings, t_start, run_root, missing)
+
+
+def _finish(report: dict, timings: dict, t_start: float, run_root: Path, not_built: list[str]) -> dict:
+    report["not_built"] = not_built
     report["timings_s"] = timings | {"total": round(time.perf_counter() - t_start, 1)}
     (run_root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (run_root / "report.md").write_text(render_report(report))

@@ -50,15 +50,45 @@ def test_cli_stage0_trains_on_text_over_all_experts(micro_data, tmp_path, capsys
     assert (tmp_path / "s0" / "checkpoints").is_dir()
 
 
-def test_run_pipeline_writes_a_report_and_skips_finished_stages(micro_data, tmp_path, capsys):
+def test_run_pipeline_until_stage0_writes_a_report_and_skips_finished_stages(micro_data, tmp_path):
     from minimost.pipeline import run_pipeline
     data_dir, overrides = str(micro_data.path.parent), ["train.steps=4", "train.log_every=2",
                                                         "train.eval_every=4", "train.ckpt_every=2"]
-    report = run_pipeline("micro", overrides, data_dir=data_dir, out_dir=str(tmp_path), progress=False)
+    report = run_pipeline("micro", overrides, data_dir=data_dir, out_dir=str(tmp_path), progress=False,
+                          until="stage0")
     run = tmp_path / report["run"].split("/")[-1]
     assert (run / "report.md").read_text().startswith("# minimost run")
     assert report["metrics"]["stage0"]["valid_text_ppl"] > 1
-    assert "stage 0: text MoE pretraining" in report["timings_s"]
-    again = run_pipeline("micro", overrides, data_dir=data_dir, out_dir=str(tmp_path), progress=False)
+    again = run_pipeline("micro", overrides, data_dir=data_dir, out_dir=str(tmp_path), progress=False,
+                         until="stage0")
+    assert again["run"] == report["run"] and again["stages"]["stage0"].get("skipped") is True
+
+
+@pytest.mark.slow  # minutes on 2 cores: synthesis of the whole micro speech plan and three artefacts
+def test_run_pipeline_runs_every_stage_writes_a_report_and_skips_finished_stages(micro_data, tmp_path):
+    from minimost.pipeline import run_pipeline
+    from minimost.speech.judge import JudgeConfig
+    from minimost.speech.kit import KitConfig
+    from minimost.speech.units import UnitConfig
+    from minimost.speech.vocoder import VocoderConfig
+    kit_cfg = KitConfig(judge_sentences=12, judge_voices_per_sentence=1,
+                        units=UnitConfig(max_steps=5, time_budget_s=60.0),
+                        vocoder=VocoderConfig(max_steps=5, time_budget_s=60.0),
+                        judge=JudgeConfig(max_steps=5, max_minutes=1.0))
+    data_dir, overrides = str(micro_data.path.parent), ["train.steps=4", "train.log_every=2",
+                                                        "train.eval_every=4", "train.ckpt_every=2"]
+    report = run_pipeline("micro", overrides, data_dir=data_dir, out_dir=str(tmp_path), progress=False,
+                          kit_cfg=kit_cfg)
+    run = tmp_path / report["run"].split("/")[-1]
+    assert (run / "report.md").read_text().startswith("# minimost run")
+    for stage in ("stage0", "stage1", "stage2"):
+        assert report["metrics"][stage]["valid_text_ppl"] > 1, stage
+    assert (run / "transformed" / "checkpoints").is_dir()
+    assert report["speech_kit"]["codebook_size"] == 100
+    # stage 1 trained on the speech tasks with the unit-extended tokenizer
+    log = (run / "stage1" / "log.jsonl").read_text()
+    assert '"loss/asr"' in log and '"loss/tts"' in log
+    again = run_pipeline("micro", overrides, data_dir=data_dir, out_dir=str(tmp_path), progress=False,
+                         kit_cfg=kit_cfg)
     assert again["run"] == report["run"]
-    assert again["stages"]["stage0"].get("skipped") is True
+    assert all(again["stages"][s].get("skipped") is True for s in ("stage0", "stage1", "stage2"))

@@ -114,3 +114,41 @@ def kit_summary(kit: SpeechKit) -> dict:
     return {"units": kit.units.artefact_id, "vocoder": kit.vocoder.hash, "judge": kit.judge.id,
             "codebook_size": kit.units.num_units, "unit_rate_hz": kit.units.rate_hz}
 
+
+
+def speech_units(data, kit: SpeechKit, cache_dir, splits=("train", "valid", "test"),
+                 progress: bool = True) -> dict[str, list[int]]:
+    """Every speech-plan utterance of `splits`, synthesised and encoded: {speech id: deduplicated units}.
+
+    Cached next to the data as `speech_units-<unit artefact id>.json` (written atomically), so a new
+    unit encoder gets its own file and never mixes with another codebook's ids.
+    """
+    import json
+    import os
+
+    from minimost.speech.audio import audio_from_hf
+
+    path = data.path / f"speech_units-{kit.units.artefact_id}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    units: dict[str, list[int]] = {}
+    for split in splits:
+        corpus = speech_corpus(data, cache_dir, split, progress)
+        for row in corpus:
+            wav, _ = audio_from_hf(row["audio"])
+            units[row["id"]] = kit.units.encode(wav).units_dedup
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(units))
+    os.replace(tmp, path)
+    return units
+
+
+def render_speech(data, kit: SpeechKit, cache_dir, progress: bool = True) -> dict:
+    """Render the ASR, TTS and speech-instruction tasks of a text build with the kit's units.
+
+    The tokenizer is extended with one token per unit (`Tokenizer.with_units`, text ids unchanged) and
+    records the unit artefact id; returns the per-task token statistics.
+    """
+    from minimost.data.build import render_speech_tasks
+    units = speech_units(data, kit, cache_dir, progress=progress)
+    return render_speech_tasks(data, units, kit.units.num_units, unit_artefact=kit.units.artefact_id)
