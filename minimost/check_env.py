@@ -117,6 +117,22 @@ def torch_device() -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+def describe_machine() -> str:
+    """A short description for reports and benchmark results: the GPU, or the CPU model, cores and threads."""
+    import os
+
+    import torch
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
 def check_espeak() -> tuple[bool, str]:
     """Load libespeak-ng from the espeakng-loader wheel and initialise it (no system package needed)."""
     try:

@@ -16,13 +16,13 @@ import hashlib
 import importlib.util
 import json
 import math
-import os
 import platform
 import time
 from pathlib import Path
 
 import torch
 
+from minimost.check_env import describe_machine
 from minimost.checkpoint import latest_checkpoint
 from minimost.config import ModelConfig, TrainConfig, apply_overrides, train_preset
 from minimost.config import preset as model_preset
@@ -172,7 +172,7 @@ def run_pipeline(preset: str, overrides: list[str] | None = None, data_dir: str 
     run_root.mkdir(parents=True, exist_ok=True)
     print(f"run folder: {run_root}")
 
-    report: dict = {"preset": preset, "run": str(run_root), "machine": _machine(), "python": platform.python_version(),
+    report: dict = {"preset": preset, "run": str(run_root), "machine": describe_machine(), "python": platform.python_version(),
                     "model": model_cfgs["posttrain"].to_dict(),
                     "train": {k: v.to_dict() for k, v in train_cfgs.items()}, "stages": {}, "metrics": {}}
 
@@ -249,18 +249,6 @@ def _has_module(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except ModuleNotFoundError:
         return False
-
-
-def _machine() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def _last_eval(run_dir) -> dict:
