@@ -16,6 +16,7 @@ from minimost.speech.features import FeatureConfig, log_mel, mfcc, normalize_utt
 from minimost.speech.synth import TEST_VOICES, TRAIN_VOICES, synthesize
 from minimost.speech.units import (
     SILENCE,
+    PhoneticEncoder,
     UnitArtefactMismatch,
     UnitConfig,
     UnitSequence,
@@ -148,6 +149,22 @@ def test_micro_phonetic_encoder_beats_chance(micro, rows):
     assert len(seq) < seq.num_frames and all(0 <= u < len(tok.labels) for u in seq.units_dedup)
 
 
+@pytest.mark.parametrize("window", [None, 3])
+def test_encoder_shapes_and_padding(window):
+    # A clip padded inside a batch gets the same scores as the clip alone (training = inference).
+    torch.manual_seed(0)
+    enc = PhoneticEncoder(80, 10, d_model=32, n_layers=1, n_heads=2, dropout=0.0, window=window).eval()
+    x = torch.randn(2, 41, 80)
+    x[1, 17:] = 0.0
+    lengths = torch.tensor([41, 17])
+    with torch.no_grad():
+        y = enc(x, lengths)
+        assert y.shape == (2, 11, 10) and enc.out_lengths(lengths).tolist() == [11, 5]   # ceil(T / 4)
+        assert torch.allclose(enc(x[1:, :17]), y[1:, :5], atol=1e-5)
+    half = PhoneticEncoder(80, 10, d_model=32, n_layers=1, n_heads=2, stride=2).eval()       # 50 Hz
+    assert half(x).shape == (2, 21, 10)
+
+
 def test_frame_phones_centres_and_silence():
     names = frame_phones(["h", "ˈaɪ"], [0.04, 0.10], [0.10, 0.16], 5, 25)
     # frame centres 0.02, 0.06, 0.10, 0.14, 0.18 s
@@ -233,6 +250,8 @@ def test_hash_changes_with_config_and_weights():
     base = UnitTokenizer(UnitConfig(kind="kmeans_mel", codebook_size=8), [], codebook)
     same = UnitTokenizer(UnitConfig(kind="kmeans_mel", codebook_size=8, threads=2), [], codebook)
     assert base.artefact_id == same.artefact_id                  # run-time knobs are not identity
+    unused = UnitTokenizer(UnitConfig(kind="kmeans_mel", codebook_size=8, d_model=64), [], codebook)
+    assert unused.artefact_id == base.artefact_id                # nor encoder settings, for k-means
     other_cfg = UnitTokenizer(UnitConfig(kind="kmeans_mel", codebook_size=8, kmeans_iters=3), [], codebook)
     other_w = UnitTokenizer(UnitConfig(kind="kmeans_mel", codebook_size=8), [], {"codebook": codebook["codebook"] + 1})
     assert len({base.hash, other_cfg.hash, other_w.hash}) == 3

@@ -97,7 +97,7 @@ def _dct_matrix(n_mfcc: int, n_mels: int) -> torch.Tensor:
 
 
 def _as_tensor(wav) -> torch.Tensor:
-    x = torch.as_tensor(np.asarray(wav, dtype=np.float32) if not isinstance(wav, torch.Tensor) else wav)
+    x = wav if isinstance(wav, torch.Tensor) else torch.from_numpy(np.asarray(wav, dtype=np.float32))
     if x.dim() != 1:
         raise ValueError(f"wav has shape {tuple(x.shape)}; expected mono (samples,). "
                          f"Load audio with minimost.speech.audio.load_audio (mono by default).")
