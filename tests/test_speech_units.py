@@ -173,6 +173,16 @@ def test_frame_phones_centres_and_silence():
     assert frame_phones(["a"], [0.0], [0.08], 2, 25, positions=True) == ["a.1", "a.2"]
 
 
+def test_ctc_spikes_become_segments():
+    from minimost.speech.units import _nearest_spike
+
+    blank = 9
+    ids = torch.tensor([9, 9, 9, 9, 9, 3, 9, 9, 9, 5, 9, 9, 9, 9, 9, 9])
+    # nearest spike (ties to the earlier one); silence beyond 3 frames from the first/last spike
+    assert _nearest_spike(ids, blank, 3).tolist() == [0, 0, 3, 3, 3, 3, 3, 3, 5, 5, 5, 5, 5, 0, 0, 0]
+    assert _nearest_spike(torch.tensor([9, 9]), blank, 3).tolist() == [0, 0]
+
+
 def test_frame_objective_needs_timings(rows):
     untimed = [{**r, "phoneme_start": [], "phoneme_end": []} for r in rows[:2]]
     with pytest.raises(ValueError, match="ctc"):

@@ -632,19 +632,18 @@ class UnitTokenizer:
             return _nearest(x, self.tensors["codebook"])
 
     def _decide(self, logits_UC: torch.Tensor) -> torch.Tensor:
-        """Class per frame: the argmax, or the smoothed path when `switch_penalty` > 0. With CTC, a
-        blank frame continues the previous unit (leading blanks are silence): CTC posteriors are
-        peaky, and this turns spikes into segments."""
+        """Class per frame: the argmax, or the smoothed path when `switch_penalty` > 0.
+
+        CTC posteriors are peaky instead: one-frame spikes between blanks, which a switch
+        penalty would delete. There every frame takes the class of its nearest spike (the earlier
+        one on a tie), and frames more than 3 from the first or last spike are silence. Measured
+        on held-out voices against "a blank continues the previous spike": PNMI 0.58 vs 0.55,
+        edit rate 16.5 % vs 17.3 % (docs/units.md).
+        """
         logp = logits_UC.float().log_softmax(-1)
-        ids = smooth_path(logp, self.cfg.switch_penalty) if self.cfg.switch_penalty > 0 else logp.argmax(-1)
-        if self.cfg.objective != "ctc":
-            return ids
-        blank, prev = len(self.labels), 0
-        out = ids.clone()
-        for i, u in enumerate(ids.tolist()):
-            prev = prev if u == blank else u
-            out[i] = prev
-        return out
+        if self.cfg.objective == "ctc":
+            return _nearest_spike(logp.argmax(-1), blank=len(self.labels), edge=3)
+        return smooth_path(logp, self.cfg.switch_penalty) if self.cfg.switch_penalty > 0 else logp.argmax(-1)
 
     def encode(self, wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> UnitSequence:
         """Deduplicated units of a mono clip, with their run lengths in unit frames."""
@@ -677,6 +676,24 @@ def smooth_path(logp_UC: torch.Tensor, penalty: float) -> torch.Tensor:
     for t in range(U - 1, 0, -1):
         path[t - 1] = back[t, path[t]]
     return path
+
+
+def _nearest_spike(ids_U: torch.Tensor, blank: int, edge: int) -> torch.Tensor:
+    """CTC frame ids → segments: each frame gets the id of its nearest non-blank frame (U,) long.
+
+    Frames more than `edge` frames before the first or after the last spike are silence (0);
+    with no spike at all, everything is silence.
+    """
+    spikes = torch.nonzero(ids_U != blank).flatten()
+    if len(spikes) == 0:
+        return torch.zeros_like(ids_U)
+    pos = torch.arange(len(ids_U))
+    nxt = torch.searchsorted(spikes, pos).clamp(max=len(spikes) - 1)      # first spike at or after
+    prv = (nxt - 1).clamp(min=0)
+    take_prev = (pos - spikes[prv]).abs() <= (spikes[nxt] - pos).abs()
+    out = ids_U[spikes[torch.where(take_prev, prv, nxt)]].clone()
+    out[(pos < spikes[0] - edge) | (pos > spikes[-1] + edge)] = 0
+    return out
 
 
 def _build_encoder(cfg: UnitConfig, n_out: int) -> PhoneticEncoder:
