@@ -38,12 +38,15 @@ def sample_next(logits_BV: torch.Tensor, temperature: float = 0.0, top_k: int | 
 def generate(model: MAMoELM, input_ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor | None = None,
              max_new_tokens: int = 32, temperature: float = 0.0, top_k: int | None = None,
              top_p: float | None = None, stop_tokens=(), pad_id: int = 0,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, audio_BTC: torch.Tensor | None = None,
+             audio_mask_BT: torch.Tensor | None = None) -> torch.Tensor:
     """Continue each prompt by up to `max_new_tokens` ids; returns (B, T + max_new_tokens).
 
     Prompts of different lengths are *left*-padded with attention_mask 0 so every row's next token
     sits in the same column. A row stops after it emits one of `stop_tokens` (the stop token is kept);
     its remaining columns are `pad_id`. Generation ends early once every row has stopped.
+    audio_BTC / audio_mask_BT: continuous speech frames spliced into the prompt (minimost.continuous);
+    they enter the prefill only, after which the KV cache holds them.
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}.")
@@ -68,7 +71,8 @@ def generate(model: MAMoELM, input_ids_BT: torch.Tensor, attention_mask_BT: torc
         return torch.cat((input_ids_BT, out_BN), dim=1)
 
     cache = model.make_cache(B, total)
-    logits = model(input_ids_BT, attention_mask_BT=mask_BT, cache=cache).logits[:, -1]  # prefill: (B, V)
+    logits = model(input_ids_BT, attention_mask_BT=mask_BT, cache=cache, audio_BTC=audio_BTC,
+                   audio_mask_BT=audio_mask_BT).logits[:, -1]                           # prefill: (B, V)
     done_B = torch.zeros(B, dtype=torch.bool, device=dev)
     for i in range(max_new_tokens):
         next_B = sample_next(logits, temperature, top_k, top_p, generator)

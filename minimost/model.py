@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minimost.config import AUDIO, SPECIAL, TEXT, ModelConfig
+from minimost.continuous import Projector
 from minimost.moe import MoE, RouterStats, SwiGLU
 
 
@@ -315,6 +316,9 @@ class MAMoELM(nn.Module):
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
+        # MoST-C: continuous speech frames (encoder width) -> d_model, trained with the LM (continuous.py).
+        self.audio_projector = (Projector(cfg.audio_feature_dim, cfg.d_model, cfg.audio_projector,
+                                          cfg.audio_downsample) if cfg.audio_feature_dim else None)
         # id -> mark (TEXT/AUDIO/SPECIAL); the tokenizer declares it through set_modality_map.
         self.register_buffer("token_modality", torch.full((cfg.vocab_size,), TEXT, dtype=torch.long))
         self.reset_parameters()
@@ -411,7 +415,8 @@ class MAMoELM(nn.Module):
     def forward(self, input_ids_BT: torch.Tensor, marks_BT: torch.Tensor | None = None,
                 attention_mask_BT: torch.Tensor | None = None, doc_ids_BT: torch.Tensor | None = None,
                 labels_BT: torch.Tensor | None = None, cache: KVCache | None = None,
-                positions_BT: torch.Tensor | None = None, check_inputs: bool = True) -> LMOutput:
+                positions_BT: torch.Tensor | None = None, check_inputs: bool = True,
+                audio_BTC: torch.Tensor | None = None, audio_mask_BT: torch.Tensor | None = None) -> LMOutput:
         """Logits (B, T, V) and losses for token ids (B, T).
 
         marks_BT: modality per position (default token_modality[ids]). attention_mask_BT: 1/True on real
@@ -420,6 +425,8 @@ class MAMoELM(nn.Module):
         with input_ids (the logits at t are scored against labels[t+1]); -100 = not supervised.
         cache: KVCache to read and extend (incremental decoding). positions_BT: explicit RoPE positions.
         check_inputs=False skips the validation (it syncs with the device; the trainer turns it off).
+        audio_BTC, audio_mask_BT: continuous speech input (MoST-C, `minimost.continuous`): where the mask
+        is True the position's embedding is replaced by audio_projector(audio) and its mark is AUDIO.
         """
         if check_inputs:
             self._check_inputs(input_ids_BT, marks_BT, attention_mask_BT, doc_ids_BT, labels_BT, cache,
@@ -451,6 +458,16 @@ class MAMoELM(nn.Module):
         cos, sin = rope_cos_sin(cfg, rope_dim, positions_BT)                        # (B, 1, T, R/2)
 
         x = self.embed(input_ids_BT)                                                # (B, T, D)
+        if audio_mask_BT is not None:  # spliced speech frames: projected, and routed to the audio experts
+            if self.audio_projector is None:
+                raise ValueError("continuous audio was given but the model has no projector; set "
+                                 "audio_feature_dim to the speech encoder's width (see docs/continuous.md).")
+            if audio_BTC is None or audio_BTC.shape[:2] != (B, T) or audio_mask_BT.shape != (B, T):
+                raise ValueError(f"audio_mask_BT must be (B, T)={(B, T)} and audio_BTC (B, T, C), got "
+                                 f"{tuple(audio_mask_BT.shape)} and "
+                                 f"{None if audio_BTC is None else tuple(audio_BTC.shape)}.")
+            x = torch.where(audio_mask_BT[..., None], self.audio_projector(audio_BTC).to(x.dtype), x)
+            marks_BT = marks_BT.masked_fill(audio_mask_BT, AUDIO)
         stats: list[RouterStats] = []
         for block in self.blocks:
             x, s = block(x, marks_BT, valid_BT, cos, sin, mask, cache, check_inputs)

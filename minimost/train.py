@@ -327,7 +327,8 @@ class Trainer:
                         else contextlib.nullcontext())
             with autocast:
                 out = self.model(b["input_ids"], attention_mask_BT=valid, doc_ids_BT=b.get("doc_ids"),
-                                 check_inputs=not self._checked)  # validate the first batch only
+                                 check_inputs=not self._checked,  # validate the first batch only
+                                 audio_BTC=b.get("audio"), audio_mask_BT=b.get("audio_mask"))  # MoST-C input
             self._checked = True
             ce_B, count_B = row_losses(out.logits, b["labels"], valid)
             loss = ce_B.sum() * (self.world / n_targets) + out.router_loss / cfg.grad_accum
@@ -533,7 +534,11 @@ def run_training(model_cfg: ModelConfig, train_cfg: TrainConfig, preset: str = "
         from minimost.smoke import synthetic_modality_map
         model.set_modality_map(synthetic_modality_map(model_cfg.vocab_size))
     if init_from is not None:
-        model.load_state_dict(ckpt.load_weights(ckpt.resolve_checkpoint(init_from) / ckpt.WEIGHTS))
+        missing, unexpected = model.load_state_dict(
+            ckpt.load_weights(ckpt.resolve_checkpoint(init_from) / ckpt.WEIGHTS), strict=False)
+        new = [k for k in missing if not k.startswith("audio_projector.")]  # a new projector starts fresh
+        if new or unexpected:
+            raise RuntimeError(f"init_from {init_from} does not fit the model: missing {new}, unexpected {unexpected}.")
     model.to(device)
     if source is None:
         if rank == 0:
