@@ -4,6 +4,7 @@
                stage 1 -> stage 2 -> evaluation); runs the stages that exist and says which do not
     train      one training stage (pretrain | posttrain | instruct)
     eval       evaluate a run
+    ablate     the MAMoE ablation grid: arms x seeds at equal parameters, data and steps
     synth      build a preset's dataset (text, audio, units, tasks, test sets)
     bench      run a benchmark script from bench/
     check-env  is this machine ready?
@@ -71,12 +72,14 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{model_cfg.num_active_params() / 1e6:.2f} M active per token")
     try:
         report = run_pipeline(args.preset, args.overrides, data_dir=args.data_dir, out_dir=args.out_dir,
-                              until=args.until)
+                              until=args.until, evaluate=not args.no_eval)
     except StageDataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for stage, seconds in report["timings_s"].items():
         print(f"  [ran]       {stage}: {seconds} s")
+    for key, value in report.get("headline", {}).items():
+        print(f"  {key:18s} {value}")
     for stage in report["not_built"]:
         print(f"  [not run]   {stage}")
     if report["not_built"]:
@@ -116,7 +119,71 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    return _not_built("eval", "the evaluation-and-ablations issue")
+    from minimost.evaluate import EVAL_TASKS, EvalConfig, EvalError, evaluate_run, render_eval
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in EVAL_TASKS]
+    if unknown or not tasks:
+        print(f"error: unknown task(s) {unknown or tasks}; choose from {','.join(EVAL_TASKS)}", file=sys.stderr)
+        return 2
+    if args.run is None or not Path(args.run).is_dir():
+        print(f"error: --run {args.run!r} is not a folder; pass a run folder written by `minimost run` "
+              "(runs/<preset>-<hash>).", file=sys.stderr)
+        return 2
+    limits = {k: getattr(args, k) for k in ("max_asr", "max_tts", "max_slm", "max_sqa") if getattr(args, k) is not None}
+    try:
+        result = evaluate_run(args.run, tasks, EvalConfig(**limits), data_dir=args.data_dir, stage=args.stage)
+    except EvalError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from minimost.pipeline import refresh_report
+    print(render_eval(result))
+    print(f"written: {Path(args.run) / 'eval.json'} and {refresh_report(args.run)}")
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    import importlib
+
+    from minimost.ablate import loss_metrics, resolve_arm, run_ablation
+    from minimost.pipeline import StageDataError, _has_module, prepare_data
+
+    for module in args.imports:  # modules that register routing variants (@register_routing)
+        importlib.import_module(module)
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    for arm in arms:  # unknown names fail before any data or training
+        resolve_arm(arm)
+    steps = {k: v for k, v in (("stage0", args.stage0_steps), ("stage1", args.stage1_steps),
+                               ("stage2", args.stage2_steps)) if v is not None}
+    if args.print_config:
+        from minimost.ablate import ablation_configs
+        base, stage0, trains = ablation_configs(args.preset, args.overrides, steps)
+        print(json.dumps({"stage0_model": stage0.to_dict(), "model": base.to_dict(),
+                          "train": {k: v.to_dict() for k, v in trains.items()}}, indent=2))
+        return 0
+    data = prepare_data(args.preset, args.data_dir, verbose=True)
+    kit = None
+    if args.metrics == "eval" or not (data.path / "tokenizer_units").exists():
+        from minimost.speech.kit import build_speech_kit, render_speech
+        kit = build_speech_kit(args.preset, args.data_dir, data=data)
+        render_speech(data, kit, args.data_dir)
+    metrics_fn = None
+    if args.metrics == "loss" or not _has_module("minimost.evaluate"):
+        if args.metrics == "eval":
+            print("note: minimost.evaluate is not available; measuring teacher-forced losses instead "
+                  "(--metrics loss)", file=sys.stderr)
+        metrics_fn = loss_metrics
+    out_dir = args.out_dir or f"runs/ablate-{args.preset}"
+    try:
+        result = run_ablation(args.preset, arms, seeds, data=data, out_dir=out_dir, overrides=args.overrides,
+                              steps=steps, stage2=args.stage2, metrics_fn=metrics_fn, kit=kit)
+    except StageDataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for line in result["verdicts"]:
+        print(line)
+    return 0
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -177,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default="runs", help="where run folders go (default: runs)")
     p.add_argument("--until", default="stage2", choices=["stage0", "stage1", "stage2"],
                    help="stop after this stage (default: stage2, the whole pipeline)")
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluation of the last stage")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("train", help="train one stage",
@@ -193,8 +261,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a run (ASR, TTS, spoken LM, spoken QA)",
                        description="Evaluate a trained run: ASR WER, TTS WER, spoken-LM accuracy, spoken QA.")
     p.add_argument("--run", metavar="DIR", help="the run folder, runs/<name>")
-    p.add_argument("--tasks", default="asr,tts,slm,sqa", help="comma-separated subset of asr,tts,slm,sqa")
+    p.add_argument("--tasks", default="asr,tts,slm,sqa,text",
+                   help="comma-separated subset of asr,tts,slm,sqa,text (default: all)")
+    p.add_argument("--stage", choices=["stage0", "stage1", "stage2"], help="stage to evaluate (default: the last)")
+    p.add_argument("--data-dir", help="data cache folder (default: the one the run used)")
+    for name, what in (("asr", "utterances per split"), ("tts", "sentences"), ("slm", "pairs per set"),
+                       ("sqa", "questions")):
+        p.add_argument(f"--max-{name}", type=int, help=f"evaluate at most this many {what}")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("ablate", help="the MAMoE ablation grid (arms x seeds), with a report and plots",
+                       description="Train every arm x seed at equal parameters, data and steps after one shared "
+                                   "stage 0 per seed, and write ablation.json, ablation.md and plots "
+                                   "(docs/ablations.md). Finished cells are skipped on a rerun.")
+    _add_config_args(p, stage=False)
+    p.add_argument("--arms", default="mamoe,vanilla,no_shared,mask_before_softmax,renormalise,dense_init",
+                   help="comma-separated arms: built-in ones or registered routing variants (default: all built-in)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
+    p.add_argument("--stage0-steps", type=int, help="steps of stage 0 (default: the preset's)")
+    p.add_argument("--stage1-steps", type=int, help="steps of stage 1 (default: the preset's)")
+    p.add_argument("--stage2-steps", type=int, help="steps of stage 2, with --stage2 (default: the preset's)")
+    p.add_argument("--stage2", action="store_true", help="also run stage 2 (instruction tuning) in every cell")
+    p.add_argument("--metrics", default="eval", choices=["eval", "loss"],
+                   help="eval: minimost.evaluate headline metrics; loss: teacher-forced validation losses")
+    p.add_argument("--data-dir", default="data/cache", help="data cache folder (default: data/cache)")
+    p.add_argument("--out-dir", help="output folder (default: runs/ablate-<preset>)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import a module first, e.g. one that registers a routing variant (repeatable)")
+    p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("synth", help="build a preset's dataset (text, audio, units, tasks)",
                        description="Generate the mini-world and render its speech for a preset, cached "

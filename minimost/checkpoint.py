@@ -193,8 +193,11 @@ def check_config_match(saved: dict[str, Any], current: dict[str, Any], section: 
     """Raise a CheckpointError naming every field of `section` whose value differs (except `allowed`)."""
     saved = json.loads(json.dumps(saved))  # tuples vs lists: compare as JSON would store them
     current = json.loads(json.dumps(current))
+    # A field the checkpoint does not have was added to the config later; its default keeps the old
+    # behaviour (the rule for adding fields), so it is not a difference.
     diffs = [f"{section}.{k}: checkpoint {saved.get(k, '<absent>')!r} != now {current.get(k, '<absent>')!r}"
-             for k in sorted(set(saved) | set(current)) if k not in allowed and saved.get(k) != current.get(k)]
+             for k in sorted(set(saved) | set(current))
+             if k not in allowed and k in saved and saved.get(k) != current.get(k)]
     if diffs:
         raise CheckpointError("the checkpoint was made with a different configuration, so the resumed run "
                               "would not continue the same training:\n  " + "\n  ".join(diffs)

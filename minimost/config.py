@@ -100,6 +100,7 @@ class ModelConfig:
     expert_hidden: int = 64               # hidden width of one routed SwiGLU expert H
     n_shared_experts: int = 1             # shared experts, fused into one SwiGLU of width n_shared*H; 0 = off
     modality_routing: bool = True         # MAMoE on; False = vanilla top-k over all experts
+    routing: str = "most"                 # registered routing variant (moe.register_routing); MoST: "most"
     text_experts: tuple[int, ...] | None = None   # None = first half by index (MoST)
     audio_experts: tuple[int, ...] | None = None  # None = second half by index (MoST)
     special_token_route: Literal["text", "audio", "all"] = "text"  # experts for SPECIAL marks (never "none")
@@ -112,6 +113,11 @@ class ModelConfig:
     bias_balancing: bool = False          # aux-loss-free balancing: bias added for selection only
     bias_update_rate: float = 1e-3        # step of the bias update (DeepSeek-V3's gamma)
     dispatch: Literal["grouped", "loop", "dense"] = "grouped"  # fast path, readable loop, dense reference
+
+    # Continuous speech input (MoST-C, minimost/continuous.py): encoder states -> projector -> spliced frames.
+    audio_feature_dim: int = 0            # encoder width C fed to the projector; 0 = no projector (units only)
+    audio_projector: Literal["linear", "mlp"] = "linear"  # MoST: one Linear(768 -> d_model) with bias
+    audio_downsample: int = 1             # stack k encoder frames per position (MoST: 1, i.e. 25 Hz)
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep tuples so configs compare equal and stay hashable.
@@ -132,6 +138,10 @@ class ModelConfig:
         _choice("mask_mode", self.mask_mode, ("after_softmax", "before_softmax"))
         _choice("balance_loss", self.balance_loss, ("none", "global", "sequence"))
         _choice("dispatch", self.dispatch, ("grouped", "loop", "dense"))
+        # The name is checked against moe.py's registry when a Router is built (users register variants
+        # after configs may already exist, and this module stays free of torch).
+        if not isinstance(self.routing, str) or not self.routing.isidentifier():
+            raise ConfigError(f"routing must name a registered routing variant (e.g. 'most'), got {self.routing!r}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}.")
         if not 0 <= self.first_k_dense <= self.n_layers:
@@ -240,6 +250,8 @@ class ModelConfig:
             "router": n_moe * self.n_experts * d,
             "routed_experts": n_moe * self.n_experts * swiglu(self.expert_hidden),
             "shared_experts": n_moe * swiglu(self.n_shared_experts * self.expert_hidden),
+            "audio_projector": (self.audio_feature_dim * self.audio_downsample * d + d
+                                + (d * d + d if self.audio_projector == "mlp" else 0)) if self.audio_feature_dim else 0,
         }
 
     def num_params(self) -> int:
@@ -300,6 +312,7 @@ class TrainConfig:
     grad_clip: float = 1.0                # max global grad norm; 0 = off
     mixture: dict[str, float] = field(default_factory=dict)  # task -> weight; empty = the stage's default
     trainable: Literal["all", "experts_and_router", "new_tokens"] = "all"  # MoST trains everything
+    audio_input: Literal["units", "continuous"] = "units"  # speech prompts as unit tokens, or encoder frames (MoST-C)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False                 # torch.compile the model (worth it on GPU)
     activation_checkpointing: bool = False

@@ -6,6 +6,8 @@ Notable features
 - Every choice is a named `ModelConfig` field, so it can be ablated: mask before/after the softmax,
   renormalise, explicit expert groups, modality routing off (plain top-k), shared experts,
   balance loss none/global/sequence, z-loss, aux-loss-free bias balancing, the SPECIAL-token route.
+- New routing rules are registered in a few lines (`@register_routing("name")`, selected by
+  `ModelConfig.routing`); MoST's rule is the registered default "most" (docs/ablations.md).
 - Padding is neither counted nor balanced, and SPECIAL tokens always reach real experts: the two MoST
   bugs of most-reference.md §2.7 (items 2 and 3) are fixed.
 - Three interchangeable dispatches that give the same result (tested):
@@ -23,13 +25,14 @@ Shape letters
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minimost.config import AUDIO, MARK_NAMES, SPECIAL, TEXT, ModelConfig
+from minimost.config import AUDIO, MARK_NAMES, SPECIAL, TEXT, ConfigError, ModelConfig
 
 M = len(MARK_NAMES)  # number of mark values: text, audio, special
 
@@ -78,6 +81,89 @@ class RouterStats:
 
 
 # --------------------------------------------------------------------------------------------
+# Routing variants: a registry, so a new rule is a few lines (docs/ablations.md)
+# --------------------------------------------------------------------------------------------
+# A routing variant decides, for every token, which K experts it uses and with what raw weight:
+#
+#     route(logits_NE fp32, allowed_NE bool, cfg, expert_bias_E or None) -> (probs_NE, weights_NK, indices_NK)
+#
+#   logits_NE   the gate's fp32 logits over ALL routed experts
+#   allowed_NE  may token n use expert e (its mark's group; all True when modality_routing=False)
+#   expert_bias the aux-loss-free balancing bias (None when off): steer the *choice* with it, never the weights
+#   probs_NE    the probabilities the balance loss sees (MoST: masked, E = all experts)
+#   weights_NK  raw weights of the K chosen experts; the Router then applies `renormalize` and
+#               `routed_scaling_factor`, the same for every variant
+#   indices_NK  int64 expert ids, exactly K = cfg.top_k per token (the dispatches need a fixed K)
+#
+# `ModelConfig.routing` names the variant ("most" by default). Register one with
+#
+#     @register_routing("my_rule")
+#     def my_rule(logits_NE, allowed_NE, cfg, expert_bias):
+#         ...
+#         return probs_NE, weights_NK, indices_NK
+
+RoutingFn = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+ROUTING_VARIANTS: dict[str, RoutingFn] = {}
+
+
+def register_routing(name: str, *, overwrite: bool = False) -> Callable[[RoutingFn], RoutingFn]:
+    """Decorator: make `fn` selectable as `ModelConfig(routing=name)`. Re-registering a name needs overwrite=True."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ConfigError(f"a routing variant's name must be a Python identifier, got {name!r}.")
+
+    def decorate(fn: RoutingFn) -> RoutingFn:
+        if name in ROUTING_VARIANTS and ROUTING_VARIANTS[name] is not fn and not overwrite:
+            raise ConfigError(f"routing variant {name!r} is already registered; pick another name or pass "
+                              "overwrite=True.")
+        ROUTING_VARIANTS[name] = fn
+        return fn
+
+    return decorate
+
+
+def routing_variant(name: str) -> RoutingFn:
+    """The registered routing function called `name`; a ConfigError listing the registered names otherwise."""
+    if name not in ROUTING_VARIANTS:
+        raise ConfigError(f"routing={name!r} is not a registered routing variant; registered: "
+                          f"{', '.join(sorted(ROUTING_VARIANTS))}. Register a new one with "
+                          "@minimost.moe.register_routing(name) (docs/ablations.md).")
+    return ROUTING_VARIANTS[name]
+
+
+@register_routing("most")
+def most_routing(logits_NE, allowed_NE, cfg: ModelConfig, expert_bias=None):
+    """The default: MoST's MAMoEGate (most-reference.md §2.4), honouring `mask_mode`.
+
+    With `modality_routing=False` every expert is allowed and this is vanilla top-k over all experts
+    (DeepSeek's MoEGate), which is how the ablation's vanilla arm is expressed.
+    """
+    # Softmax and the modality mask (§2.4). MoST: softmax over all E, then zero the other group,
+    # so weights are *global* probabilities. "before_softmax" renormalises within the group instead.
+    if cfg.mask_mode == "after_softmax":
+        probs_NE = torch.softmax(logits_NE, dim=-1).masked_fill(~allowed_NE, 0.0)
+    else:
+        probs_NE = torch.softmax(logits_NE.masked_fill(~allowed_NE, float("-inf")), dim=-1)
+
+    # Top-k. The bias only steers the choice; the weights come from the unbiased probabilities
+    # (DeepSeek-V3 / torchtitan). Disallowed experts are -inf for selection: with MoST's "0" a
+    # disallowed expert could win if the bias is positive or an allowed probability underflows.
+    select_NE = probs_NE + expert_bias if expert_bias is not None else probs_NE
+    select_NE = select_NE.masked_fill(~allowed_NE, float("-inf"))
+    indices_NK = torch.topk(select_NE, cfg.top_k, dim=-1).indices              # (N, K)
+    weights_NK = probs_NE.gather(1, indices_NK)                                # (N, K) fp32
+    return probs_NE, weights_NK, indices_NK
+
+
+@register_routing("topk")
+def topk_routing(logits_NE, allowed_NE, cfg: ModelConfig, expert_bias=None):
+    """Plain top-k over all experts that *ignores* the modality mask (the expert groups stay declared).
+
+    Same result as `modality_routing=False` with the "most" rule; shown as the smallest variant.
+    """
+    return most_routing(logits_NE, torch.ones_like(allowed_NE), cfg, expert_bias)
+
+
+# --------------------------------------------------------------------------------------------
 # Router
 # --------------------------------------------------------------------------------------------
 
@@ -92,6 +178,7 @@ class Router(nn.Module):
         self.cfg = cfg
         E = cfg.n_experts
         self.gate = nn.Linear(cfg.d_model, E, bias=False)  # weight (E, D), as DeepSeek's gate
+        self.route = routing_variant(cfg.routing)  # the registered rule (registry above)
         # Aux-loss-free balancing (DeepSeek-V3): a bias that steers *selection* only; not a parameter,
         # it is moved by `MoE.update_bias`, never by the optimizer.
         self.register_buffer("expert_bias", torch.zeros(E) if cfg.bias_balancing else None)
@@ -123,21 +210,9 @@ class Router(nn.Module):
         with torch.autocast(x_ND.device.type, enabled=False):
             logits_NE = x_ND.float() @ self.gate.weight.float().T             # (N, E)
 
-        # 2-4. Softmax and the modality mask (§2.4). MoST: softmax over all E, then zero the other group,
-        # so weights are *global* probabilities. "before_softmax" renormalises within the group instead.
+        # 2-5. Mask, softmax and top-k: the routing variant (`cfg.routing`, default "most" = MoST's rule).
         allowed_NE = self.allowed_ME[marks_N]                                  # (N, E) bool
-        if cfg.mask_mode == "after_softmax":
-            probs_NE = torch.softmax(logits_NE, dim=-1).masked_fill(~allowed_NE, 0.0)
-        else:
-            probs_NE = torch.softmax(logits_NE.masked_fill(~allowed_NE, float("-inf")), dim=-1)
-
-        # 5. Top-k. The bias only steers the choice; the weights come from the unbiased probabilities
-        # (DeepSeek-V3 / torchtitan). Disallowed experts are -inf for selection: with MoST's "0" a
-        # disallowed expert could win if the bias is positive or an allowed probability underflows.
-        select_NE = probs_NE + self.expert_bias if self.expert_bias is not None else probs_NE
-        select_NE = select_NE.masked_fill(~allowed_NE, float("-inf"))
-        indices_NK = torch.topk(select_NE, K, dim=-1).indices                  # (N, K)
-        weights_NK = probs_NE.gather(1, indices_NK)                            # (N, K) fp32
+        probs_NE, weights_NK, indices_NK = self.route(logits_NE, allowed_NE, cfg, self.expert_bias)
 
         # 6. MoST keeps the raw probabilities (norm_topk_prob=false, scaling 1.0).
         if cfg.renormalize:

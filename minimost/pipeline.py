@@ -16,6 +16,7 @@ import hashlib
 import importlib.util
 import json
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -69,6 +70,9 @@ def stage_source(data, model_cfg: ModelConfig, train_cfg: TrainConfig, split: st
         raise StageDataError(f"the tokenizer has {tok.vocab_size} ids but the model's vocab_size is "
                              f"{model_cfg.vocab_size}; raise vocab_size (--set vocab_size=...) or shrink the "
                              "tokenizer.")
+    if train_cfg.audio_input == "continuous" and train_cfg.stage != "pretrain":  # MoST-C (docs/continuous.md)
+        from minimost.continuous import continuous_source
+        return continuous_source(data, tok, model_cfg, train_cfg, split), tok
     pools = data.token_pools(split)
     missing = sorted(t for t, w in train_cfg.mixture.items() if w > 0 and t not in pools)
     if missing:
@@ -111,10 +115,24 @@ def text_eval_fn(data, tok, batch_size: int = 32, max_batches: int = 20):
 # --------------------------------------------------------------------------------------------
 
 def run_fingerprint(model_cfg: ModelConfig, train_cfgs: dict, data_key: str) -> str:
-    """A short hash of everything that decides a run's outputs (configs of every stage and the data)."""
-    blob = json.dumps({"model": model_cfg.to_dict(), "train": {k: v.to_dict() for k, v in train_cfgs.items()},
-                       "data": data_key}, sort_keys=True)
+    """A short hash of everything that decides a run's outputs (configs of every stage and the data).
+
+    Only fields that differ from their defaults are hashed, so adding a config field (whose default
+    keeps the old behaviour) does not rename existing runs.
+    """
+    blob = json.dumps({"model": _non_default(model_cfg),
+                       "train": {k: _non_default(v) for k, v in train_cfgs.items()}, "data": data_key},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def _non_default(cfg) -> dict:
+    default = type(cfg)().to_dict() if type(cfg) is TrainConfig else None
+    values = cfg.to_dict()
+    if default is None:   # ModelConfig has no all-default instance worth comparing to: use field defaults
+        default = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
+        default = json.loads(json.dumps(default))
+    return {k: v for k, v in values.items() if k not in default or default[k] != v}
 
 
 def stage_status(run_dir, steps: int) -> tuple[str, object]:
@@ -144,13 +162,15 @@ def train_stage(model_cfg: ModelConfig, train_cfg: TrainConfig, preset: str, run
 
 
 def run_pipeline(preset: str, overrides: list[str] | None = None, data_dir: str = "data/cache",
-                 out_dir: str = "runs", progress: bool = True, kit_cfg=None, until: str = "stage2") -> dict:
+                 out_dir: str = "runs", progress: bool = True, kit_cfg=None, until: str = "stage2",
+                 evaluate: bool = True, eval_cfg=None) -> dict:
     """synth -> stage 0 -> (speech kit -> transform -> stage 1 -> stage 2 -> evaluation) for a preset.
 
     Returns the report dict (also written as report.json / report.md in the run folder). Stages whose
     code does not exist yet are listed as such; stages whose outputs exist for the same configuration
     are skipped. `kit_cfg` (a `minimost.speech.kit.KitConfig`) overrides the preset's speech-kit budgets.
-    `until` ("stage0" | "stage1" | "stage2") stops after that stage.
+    `until` ("stage0" | "stage1" | "stage2") stops after that stage; the last stage trained is then
+    evaluated (`minimost.evaluate`, `eval_cfg` an `EvalConfig`) unless `evaluate=False`.
     """
     if until not in ("stage0", "stage1", "stage2"):
         raise StageDataError(f"until={until!r}; expected stage0, stage1 or stage2.")
@@ -172,7 +192,7 @@ def run_pipeline(preset: str, overrides: list[str] | None = None, data_dir: str 
     run_root.mkdir(parents=True, exist_ok=True)
     print(f"run folder: {run_root}")
 
-    report: dict = {"preset": preset, "run": str(run_root), "machine": describe_machine(), "python": platform.python_version(),
+    report: dict = {"preset": preset, "run": str(run_root), "data_dir": str(data_dir), "machine": describe_machine(), "python": platform.python_version(),
                     "model": model_cfgs["posttrain"].to_dict(),
                     "train": {k: v.to_dict() for k, v in train_cfgs.items()}, "stages": {}, "metrics": {}}
 
@@ -194,6 +214,9 @@ def run_pipeline(preset: str, overrides: list[str] | None = None, data_dir: str 
     t0 = time.perf_counter()
     kit = build_speech_kit(preset, data_dir, data=data, cfg=kit_cfg, progress=progress)
     render_speech(data, kit, data_dir, progress=progress)
+    if any(t.audio_input == "continuous" for t in train_cfgs.values()):  # encoder states, cached once
+        from minimost.continuous import speech_features
+        speech_features(data, kit, data_dir, progress=progress)
     timings["speech kit and speech data"] = round(time.perf_counter() - t0, 1)
     report["speech_kit"] = kit_summary(kit)
 
@@ -230,18 +253,42 @@ def run_pipeline(preset: str, overrides: list[str] | None = None, data_dir: str 
         if key == until:
             break
 
-    missing = [] if _has_module("minimost.evaluate") else [
-        "evaluation (ASR/TTS WER, spoken-LM accuracy, spoken QA) and ablations"]
-    return _finish(report, timings, t_start, run_root, missing)
+    # Evaluation of the last stage (every family of minimost.evaluate) and text retention per stage.
+    if evaluate:
+        from minimost.evaluate import evaluate_run
+        t0 = time.perf_counter()
+        result = evaluate_run(run_root, cfg=eval_cfg, data_dir=data_dir, stage=until, progress=progress, preset=preset,
+                              data=data, kit=kit)
+        timings["evaluation"] = round(time.perf_counter() - t0, 1)
+        report["headline"] = result["headline"]
+    return _finish(report, timings, t_start, run_root, [])
 
 
 def _finish(report: dict, timings: dict, t_start: float, run_root: Path, not_built: list[str]) -> dict:
     report["not_built"] = not_built
     report["timings_s"] = timings | {"total": round(time.perf_counter() - t_start, 1)}
-    (run_root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (run_root / "report.md").write_text(render_report(report))
+    _write_text(run_root / "report.json", json.dumps(report, indent=2) + "\n")
+    _write_text(run_root / "report.md", render_report(report, run_root))
     print(f"report: {run_root / 'report.md'}")
     return report
+
+
+def refresh_report(run_root) -> Path:
+    """Re-render report.md from report.json and eval.json (after `minimost eval` on the run)."""
+    run_root = Path(run_root)
+    report = json.loads((run_root / "report.json").read_text())
+    eval_path = run_root / "eval.json"
+    if eval_path.exists():
+        report["headline"] = json.loads(eval_path.read_text())["headline"]
+        _write_text(run_root / "report.json", json.dumps(report, indent=2) + "\n")
+    _write_text(run_root / "report.md", render_report(report, run_root))
+    return run_root / "report.md"
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _has_module(name: str) -> bool:
@@ -259,13 +306,16 @@ def _last_eval(run_dir) -> dict:
     return {k.removeprefix("eval/"): v for k, v in evals[-1].items() if k != "step"} if evals else {}
 
 
-def render_report(report: dict) -> str:
-    """report.md: configuration, time per stage, machine, metrics, and what is not built yet."""
+def render_report(report: dict, run_root: Path | None = None) -> str:
+    """report.md: configuration, time per stage, machine, the evaluation table, examples and plots."""
     lines = [f"# minimost run: preset `{report['preset']}`", "",
              f"Machine: {report['machine']} (Python {report['python']}). Run folder: `{report['run']}`.", "",
              "## Time per stage", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report["timings_s"].items()]
-    lines += ["", "## Metrics", "", "| stage | metric | value |", "|---|---|---|"]
+    eval_path = Path(run_root) / "eval.json" if run_root is not None else None
+    if eval_path is not None and eval_path.exists():
+        lines += _render_evaluation(json.loads(eval_path.read_text()), Path(run_root))
+    lines += ["", "## Training-time validation", "", "| stage | metric | value |", "|---|---|---|"]
     for stage, metrics in report["metrics"].items():
         lines += [f"| {stage} | {k} | {v} |" for k, v in metrics.items()]
     if report.get("not_built"):
@@ -277,3 +327,27 @@ def render_report(report: dict) -> str:
               f"{model['attention']}. Stage steps: " + ", ".join(f"{k} {v['steps']}" for k, v in report["train"].items()),
               "", "The full configuration is in report.json."]
     return "\n".join(lines) + "\n"
+
+
+def _render_evaluation(result: dict, run_root: Path) -> list[str]:
+    """The results table, a few examples of each family, and the plots of every stage."""
+    from minimost.evaluate import render_eval
+
+    lines = ["", "## Results", "", render_eval(result), "",
+             "Held-out sentences throughout; `heldout_voices` are voices never heard in training. "
+             "Definitions and conventions: docs/evaluation.md.", "", "## Examples", ""]
+    m = result["metrics"]
+    for e in m.get("asr", {}).get("heldout_voices", {}).get("examples", []):
+        lines.append(f"- ASR ({e['voice']}): `{e['ref']}` → `{e['hyp']}`")
+    for i, e in enumerate(m.get("tts", {}).get("examples", [])):
+        wav = run_root / "examples" / f"tts_{i}.wav"
+        link = f" ([audio](examples/{wav.name}))" if wav.exists() else ""
+        lines.append(f"- TTS: `{e['ref']}` → judge heard `{e['hyp']}`{link}")
+    for e in m.get("sqa", {}).get("examples", []):
+        lines.append(f"- Spoken QA: \"{e['question']}\" (gold `{e['gold']}`) → S→T `{e['s2t']}`, "
+                     f"T→T `{e['t2t']}`, S→S heard `{e['s2s_heard']}`")
+    plots = sorted(run_root.glob("stage*/plots/*.png"))
+    if plots:
+        lines += ["", "## Plots", ""] + [f"- {p.parent.parent.name}: ![{p.stem}]({p.relative_to(run_root)})"
+                                         for p in plots]
+    return lines

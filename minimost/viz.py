@@ -10,6 +10,8 @@ all its logic lives in the pure functions, so it is tested without a kernel.
     expert_load(stats)                (L, M, E) token-slot counts from `LMOutput.router_stats`
     plot_expert_load(stats, cfg)      layer x expert load, one panel per modality
     routing_explorer(model, ids)      a widget: pick a layer and a token window, see the heatmap
+    plot_expert_load_by_arm(loads, cfgs)  ablation arms x modality load heatmaps (minimost/ablate.py)
+    plot_ablation_bars(summary)       metric means per arm with ±1 std error bars
 
 Taught in notebooks/02_mamoe.ipynb. Shape letters as in moe.py: L MoE layers, T tokens, E routed
 experts, K top-k, M mark values (text, audio, special).
@@ -254,3 +256,94 @@ def routing_explorer(model, input_ids: torch.Tensor, *, marks: torch.Tensor | No
     box = widgets.VBox([widgets.HBox([layer, tokens]), image])
     box.layer, box.tokens = layer, tokens
     return box
+
+
+# --------------------------------------------------------------------------------------------
+# Ablation plots (minimost/ablate.py, docs/ablations.md)
+# --------------------------------------------------------------------------------------------
+
+def _load_shares(loads_LME: torch.Tensor, cfg: ModelConfig, mark: int) -> torch.Tensor:
+    """(L, E) share of mark-m assignments per expert in each layer, experts in group order."""
+    order, _ = expert_order(cfg)
+    counts_LE = loads_LME[:, mark, order].float()
+    return counts_LE / counts_LE.sum(dim=1, keepdim=True).clamp(min=1e-9)
+
+
+def plot_expert_load_by_arm(loads: dict, cfgs: dict, *, marks: Sequence[int] = (TEXT, AUDIO),
+                            title: str | None = "expert load by modality", savefig=None) -> Figure:
+    """Per-layer expert-load heatmaps, one row per ablation arm and one column per modality.
+
+    loads: {arm: (L, M, E) token-slot counts} (e.g. `viz.expert_load` summed over batches and seeds);
+    cfgs: {arm: ModelConfig}, for the expert groups (a red line between the text and the audio group when
+    the arm routes by modality). Cell (l, e): share of that modality's assignments in layer l that went to
+    expert e; all panels share one colour scale, so MAMoE's confinement and vanilla's spread compare directly.
+    """
+    arms = list(loads)
+    if not arms:
+        raise ValueError("no loads to plot: pass {arm: (L, M, E) tensor}.")
+    L, _, E = torch.as_tensor(loads[arms[0]]).shape
+    shares = {(a, m): _load_shares(torch.as_tensor(loads[a]), cfgs[a], m) for a in arms for m in marks}
+    vmax = max(max(float(s.max()) for s in shares.values()), 1e-6)
+    fig = Figure(figsize=(min(2.0 + 0.4 * E, 9.0) * len(marks) / 1.5 + 1.0, 0.8 + len(arms) * (0.6 + 0.4 * L)),
+                 layout="constrained")
+    axes = fig.subplots(len(arms), len(marks), squeeze=False)
+    image = None
+    for r, arm in enumerate(arms):
+        order, sizes = expert_order(cfgs[arm])
+        layer_ids = moe_layers(cfgs[arm]) if len(moe_layers(cfgs[arm])) == L else list(range(L))
+        for c, m in enumerate(marks):
+            ax = axes[r, c]
+            image = ax.imshow(np.ma.masked_equal(shares[(arm, m)].numpy(), 0.0), aspect="auto", cmap=CMAP,
+                              vmin=0.0, vmax=vmax, interpolation="nearest")
+            ax.set_title(f"{arm}: {MARK_NAMES[m]} tokens", fontsize=9, color=MARK_COLORS[m], loc="left")
+            ax.set_xticks(range(E), list(map(str, order)), fontsize=6)
+            ax.set_yticks(range(L), [f"layer {i}" for i in layer_ids], fontsize=7)
+            if len(sizes) == 2:
+                ax.axvline(sizes[0] - 0.5, color="red", lw=1.5)
+            if r == len(arms) - 1:
+                ax.set_xlabel("expert")
+    fig.colorbar(image, ax=axes.ravel().tolist(), label="share of assignments", shrink=0.9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, savefig)
+
+
+def plot_ablation_bars(summary: dict, arms: Sequence[str] | None = None, *, lower_is_better=None,
+                       title: str | None = None, savefig=None) -> Figure:
+    """Bars of each metric's mean per arm with ±1 standard deviation error bars, one panel per metric.
+
+    The y axis of each panel is zoomed on the data (it does not start at 0), so read the axis labels.
+
+    summary: {arm: {metric: {"mean", "std", "n"}}} as `ablate.aggregate` returns it. lower_is_better:
+    optional callable metric -> bool, used to mark each panel's title with ↓ or ↑. Seeds are drawn as dots.
+    """
+    arms = list(arms or summary)
+    metrics = sorted({m for a in arms for m in summary.get(a, {})})
+    if not metrics:
+        raise ValueError("no metrics to plot.")
+    cols = min(len(metrics), 3)
+    rows = -(-len(metrics) // cols)
+    fig = Figure(figsize=(cols * max(2.6, 0.55 * len(arms) + 1.2), rows * 2.8), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    colors = [f"C{i % 10}" for i in range(len(arms))]
+    for ax, metric in zip(axes, metrics):
+        xs = [i for i, a in enumerate(arms) if metric in summary.get(a, {})]
+        cells = [summary[arms[i]][metric] for i in xs]
+        ax.bar(xs, [c["mean"] for c in cells], yerr=[c["std"] for c in cells], capsize=4,
+               color=[colors[i] for i in xs], alpha=0.8)
+        for x, c in zip(xs, cells):
+            vals = c.get("values", [])
+            ax.plot([x] * len(vals), vals, "k.", ms=3)
+        # zoom on the data: differences between arms are small next to the metric itself
+        lo = min(min(c["mean"] - c["std"], *c.get("values", [c["mean"]])) for c in cells)
+        hi = max(max(c["mean"] + c["std"], *c.get("values", [c["mean"]])) for c in cells)
+        pad = 0.15 * (hi - lo) or 0.05 * abs(hi) or 1.0
+        ax.set_ylim(lo - pad, hi + pad)
+        arrow = "" if lower_is_better is None else (" ↓" if lower_is_better(metric) else " ↑")
+        ax.set_title(metric + arrow, fontsize=9)
+        ax.set_xticks(range(len(arms)), arms, rotation=35, ha="right", fontsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    fig.suptitle(title or "ablation: mean ± std over seeds", fontsize=10)
+    return _save(fig, savefig)
