@@ -139,6 +139,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from minimost.pipeline import refresh_report
     print(render_eval(result))
     print(f"written: {Path(args.run) / 'eval.json'} and {refresh_report(args.run)}")
+    if args.publish:
+        from minimost.evaluate import publish
+        print(f"published: {publish(args.run, REPO_ROOT)} and the README's results table")
     return 0
 
 
@@ -265,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated subset of asr,tts,slm,sqa,text (default: all)")
     p.add_argument("--stage", choices=["stage0", "stage1", "stage2"], help="stage to evaluate (default: the last)")
     p.add_argument("--data-dir", help="data cache folder (default: the one the run used)")
+    p.add_argument("--publish", action="store_true",
+                   help="also write docs/results/<preset>.json and regenerate the README's results table")
     for name, what in (("asr", "utterances per split"), ("tts", "sentences"), ("slm", "pairs per set"),
                        ("sqa", "questions")):
         p.add_argument(f"--max-{name}", type=int, help=f"evaluate at most this many {what}")

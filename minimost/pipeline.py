@@ -192,7 +192,7 @@ def run_pipeline(preset: str, overrides: list[str] | None = None, data_dir: str 
     run_root.mkdir(parents=True, exist_ok=True)
     print(f"run folder: {run_root}")
 
-    report: dict = {"preset": preset, "run": str(run_root), "data_dir": str(data_dir), "machine": describe_machine(), "python": platform.python_version(),
+    report: dict = {"preset": preset, "run": str(run_root), "data_dir": str(data_dir), "overrides": list(overrides or []), "machine": describe_machine(), "python": platform.python_version(),
                     "model": model_cfgs["posttrain"].to_dict(),
                     "train": {k: v.to_dict() for k, v in train_cfgs.items()}, "stages": {}, "metrics": {}}
 

@@ -1,5 +1,6 @@
 """Evaluation metrics on tiny cases with known answers (minimost.evaluate)."""
 
+import json
 import math
 
 import pytest
@@ -192,3 +193,36 @@ def test_cli_eval_on_a_missing_run_says_what_to_pass(tmp_path, capsys):
     assert "not a folder" in capsys.readouterr().err
     assert main(["eval", "--run", str(tmp_path), "--tasks", "asr,bogus"]) == 2
     assert "bogus" in capsys.readouterr().err
+
+
+def test_readme_results_match_the_published_records():
+    """The README's results section is generated from docs/results/<preset>.json, never typed by hand."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    records = sorted((root / "docs" / "results").glob("*.json"))
+    for path in records:
+        block = ev.results_block(json.loads(path.read_text()))
+        assert block in readme, (f"README's results table differs from {path.name}; regenerate it with "
+                                 "`python -m minimost eval --run runs/<name> --publish`.")
+    assert readme.count(ev.README_BEGIN) == len(records)   # one published preset, one block
+
+
+def test_publish_writes_the_record_and_the_readme_block(tmp_path):
+    run = tmp_path / "runs" / "tiny-abc"
+    run.mkdir(parents=True)
+    (run / "report.json").write_text(json.dumps({"preset": "tiny", "machine": "test box", "overrides": [],
+                                                 "timings_s": {"stage 0: x": 10.0, "evaluation": 3.0, "total": 20.0}}))
+    result = {"stage": "stage2", "preset": "tiny", "seconds": 3.0,
+              "metrics": {"slm": {"swuggy": {"acc_sum": 0.75, "acc_mean": 0.6, "pairs": 4}}},
+              "headline": {"swuggy": 0.75}}
+    (run / "eval.json").write_text(json.dumps(result))
+    (tmp_path / "README.md").write_text(f"# x\n\n{ev.README_BEGIN}\nold\n{ev.README_END}\n\nafter\n")
+    ev.publish(run, tmp_path)
+    readme = (tmp_path / "README.md").read_text()
+    assert "old" not in readme and "mini-sWUGGY" in readme and "75.0 %" in readme and "✓" in readme
+    assert readme.endswith("after\n")
+    assert json.loads((tmp_path / "docs" / "results" / "tiny.json").read_text())["run"] == "tiny-abc"
+    (tmp_path / "README.md").write_text("# no markers\n")
+    with pytest.raises(ev.EvalError, match="markers"):
+        ev.publish(run, tmp_path)
