@@ -132,7 +132,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 2
     limits = {k: getattr(args, k) for k in ("max_asr", "max_tts", "max_slm", "max_sqa") if getattr(args, k) is not None}
     try:
-        result = evaluate_run(args.run, tasks, EvalConfig(**limits), data_dir=args.data_dir, stage=args.stage)
+        result = evaluate_run(args.run, tasks, EvalConfig(**limits, audio_input=args.audio_input),
+                              data_dir=args.data_dir, stage=args.stage)
     except EvalError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -167,7 +168,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         return 0
     data = prepare_data(args.preset, args.data_dir, verbose=True)
     kit = None
-    if args.metrics == "eval" or not (data.path / "tokenizer_units").exists():
+    continuous = any(resolve_arm(a).continuous for a in arms)   # needs the kit's encoder states (features)
+    if args.metrics == "eval" or continuous or not (data.path / "tokenizer_units").exists():
         from minimost.speech.kit import build_speech_kit, render_speech
         kit = build_speech_kit(args.preset, args.data_dir, data=data)
         render_speech(data, kit, args.data_dir)
@@ -180,12 +182,15 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     out_dir = args.out_dir or f"runs/ablate-{args.preset}"
     try:
         result = run_ablation(args.preset, arms, seeds, data=data, out_dir=out_dir, overrides=args.overrides,
-                              steps=steps, stage2=args.stage2, metrics_fn=metrics_fn, kit=kit)
+                              steps=steps, stage2=args.stage2, metrics_fn=metrics_fn, kit=kit,
+                              cache_dir=args.data_dir)
     except StageDataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for line in result["verdicts"]:
         print(line)
+    for line in result.get("verdicts_continuous", []):
+        print("continuous vs mamoe: " + line)
     return 0
 
 
@@ -207,6 +212,10 @@ def cmd_synth(args: argparse.Namespace) -> int:
         print(f"  {task:16s} " + ", ".join(f"{s} {v['examples']} examples, {v['tokens']} tokens"
                                            for s, v in splits.items()))
     print(f"speech tasks rendered with unit tokens: {data.path / 'tokens'}")
+    speech = data.stats.get("speech", {})
+    if speech:
+        print(f"speech: {speech['utterances']} utterances, {speech['audio_hours']} h of audio, "
+              f"{speech['units_per_s_dedup']} units/s after deduplication (details: {data.path / 'speech_stats.json'})")
     return 0
 
 
@@ -267,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default="asr,tts,slm,sqa,text",
                    help="comma-separated subset of asr,tts,slm,sqa,text (default: all)")
     p.add_argument("--stage", choices=["stage0", "stage1", "stage2"], help="stage to evaluate (default: the last)")
+    p.add_argument("--audio-input", default="auto", choices=["auto", "units", "continuous"],
+                   help="how ASR and spoken-QA prompts reach the model: unit tokens, or encoder states through the "
+                        "projector (MoST-C); auto (default): the path the stage was trained with")
     p.add_argument("--data-dir", help="data cache folder (default: the one the run used)")
     p.add_argument("--publish", action="store_true",
                    help="also write docs/results/<preset>.json and regenerate the README's results table")

@@ -20,11 +20,14 @@ Arms (`ARMS`; any routing variant registered with `moe.register_routing` is an a
     mask_before_softmax  softmax within the token's group (mask_mode="before_softmax")
     renormalise          the K weights renormalised to sum to 1
     dense_init           stage 0 is a *dense* model with the MoE's active FFN width, sparse-upcycled
+    continuous           MoST-C: speech prompts as frozen-encoder states through a linear projector
+                         (audio_input=continuous) instead of unit tokens; mamoe otherwise
 
 Parameter matching is exact except where noted (`arm_param_table`): no_shared widens every routed
 expert by the shared width / E rounded down to a multiple of 8 (exact for micro, -2 % for tiny), and
 dense_init's stage 0 has the MoE's active parameters less the router; after upcycling it is the
-mamoe model, parameter for parameter.
+mamoe model, parameter for parameter. continuous adds the projector (C·D + D parameters, C the unit
+encoder's width, read from the cached speech features, which are built once before any cell trains).
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ class Arm:
 
     changes: ModelConfig fields set for stages 1-2. init: "moe" (the shared stage-0 MoE) or "dense" (a
     dense stage 0, sparse-upcycled). shared: "keep", or "into_experts" (shared experts off, their
-    parameters dealt out to the routed experts).
+    parameters dealt out to the routed experts). train_changes: TrainConfig fields set for stages 1-2
+    (audio_input="continuous" also gives the model a projector as wide as the speech features).
     """
 
     name: str
@@ -72,9 +76,18 @@ class Arm:
     changes: tuple[tuple[str, Any], ...] = ()
     init: str = "moe"
     shared: str = "keep"
+    train_changes: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def continuous(self) -> bool:
+        """Speech prompts as encoder states (MoST-C) rather than unit tokens."""
+        return dict(self.train_changes).get("audio_input") == "continuous"
 
     def spec(self) -> dict:
-        return {"name": self.name, "changes": dict(self.changes), "init": self.init, "shared": self.shared}
+        spec = {"name": self.name, "changes": dict(self.changes), "init": self.init, "shared": self.shared}
+        if self.train_changes:   # only then: the cell hashes of the other arms stay what they were
+            spec["train_changes"] = dict(self.train_changes)
+        return spec
 
 
 ARMS: dict[str, Arm] = {a.name: a for a in (
@@ -84,6 +97,8 @@ ARMS: dict[str, Arm] = {a.name: a for a in (
     Arm("mask_before_softmax", "softmax within the token's group", (("mask_mode", "before_softmax"),)),
     Arm("renormalise", "the K routing weights renormalised to sum to 1", (("renormalize", True),)),
     Arm("dense_init", "stage 0 is a dense model of equal active width, sparse-upcycled", init="dense"),
+    Arm("continuous", "speech prompts as frozen-encoder states through a linear projector (MoST-C), not units",
+        train_changes=(("audio_input", "continuous"),)),
 )}
 
 
@@ -107,9 +122,18 @@ def shared_widening(cfg: ModelConfig) -> int:
     return (cfg.n_shared_experts * cfg.expert_hidden // cfg.n_experts) // 8 * 8
 
 
-def arm_model_config(base: ModelConfig, arm: Arm) -> ModelConfig:
-    """The stage-1/2 model config of an arm: MoST's transformed config with the arm's change."""
+def arm_model_config(base: ModelConfig, arm: Arm, feature_dim: int | None = None) -> ModelConfig:
+    """The stage-1/2 model config of an arm: MoST's transformed config with the arm's change.
+
+    feature_dim: the speech encoder's width C, for a continuous arm whose base has no projector yet
+    (`audio_feature_dim` set with --set wins).
+    """
     cfg = dataclasses.replace(base, **dict(arm.changes))
+    if arm.continuous and cfg.audio_feature_dim <= 0:
+        if not feature_dim:
+            raise ConfigError(f"arm {arm.name!r} feeds encoder states through a projector and needs their width: "
+                              "pass feature_dim (minimost.continuous.feature_width) or --set audio_feature_dim=C.")
+        cfg = dataclasses.replace(cfg, audio_feature_dim=feature_dim)
     if arm.shared == "into_experts":
         cfg = dataclasses.replace(cfg, n_shared_experts=0, expert_hidden=cfg.expert_hidden + shared_widening(cfg))
     return cfg
@@ -125,12 +149,13 @@ def dense_stage0_config(stage0: ModelConfig) -> ModelConfig:
     return dataclasses.replace(stage0, first_k_dense=stage0.n_layers, dense_hidden=width)
 
 
-def arm_param_table(base: ModelConfig, arms: Sequence[Arm]) -> dict[str, dict[str, int]]:
+def arm_param_table(base: ModelConfig, arms: Sequence[Arm], feature_dim: int | None = None
+                    ) -> dict[str, dict[str, int]]:
     """Total and active parameters of each arm in stages 1-2, and of its stage-0 model."""
     stage0 = stage_model_config(base, "pretrain")
     table = {}
     for arm in arms:
-        cfg = arm_model_config(base, arm)
+        cfg = arm_model_config(base, arm, feature_dim)
         s0 = dense_stage0_config(stage0) if arm.init == "dense" else stage0
         table[arm.name] = {"params": cfg.num_params(), "active_params": cfg.num_active_params(),
                            "stage0_params": s0.num_params(), "stage0_active_params": s0.num_active_params()}
@@ -225,6 +250,20 @@ def _valid_pools(data, tasks: Sequence[str]) -> dict:
     return {t: pools[t] for t in tasks if t in pools}
 
 
+def _valid_batches(data, tokenizer, model: MAMoELM, tasks: Sequence[str], batch_size: int) -> dict:
+    """task -> validation batches. A model with a projector (the continuous arm) hears its speech prompts
+    as encoder states, the way it was trained (`continuous.continuous_eval_batches`); the rest as units."""
+    if model.cfg.audio_feature_dim > 0:
+        from minimost.continuous import continuous_eval_batches
+        return continuous_eval_batches(data, tokenizer, model.cfg, tasks, "valid", batch_size)
+    return {t: eval_batches(ex, batch_size, tokenizer.pad_id) for t, ex in _valid_pools(data, tasks).items()}
+
+
+def _audio_kwargs(batch: dict, device) -> dict:
+    return ({"audio_BTC": batch["audio"].to(device), "audio_mask_BT": batch["audio_mask"].to(device)}
+            if "audio" in batch else {})
+
+
 @torch.no_grad()
 def task_loss_metrics(data, tokenizer, model: MAMoELM, tasks: Sequence[str] = ("text_lm", "asr", "tts"),
                       batch_size: int = 32, max_batches: int = 8) -> dict[str, float]:
@@ -236,13 +275,13 @@ def task_loss_metrics(data, tokenizer, model: MAMoELM, tasks: Sequence[str] = ("
     model.eval()
     device = next(model.parameters()).device
     out_metrics = {}
-    for task, examples in _valid_pools(data, tasks).items():
+    for task, batches in _valid_batches(data, tokenizer, model, tasks, batch_size).items():
         total, count = 0.0, 0
-        for i, batch in enumerate(eval_batches(examples, batch_size, tokenizer.pad_id)):
+        for i, batch in enumerate(batches):
             if i >= max_batches:
                 break
             out = model(batch["input_ids"].to(device), attention_mask_BT=batch["attention_mask"].to(device),
-                        labels_BT=batch["labels"].to(device), check_inputs=False)
+                        labels_BT=batch["labels"].to(device), check_inputs=False, **_audio_kwargs(batch, device))
             n = int((batch["labels"][:, 1:] != -100).sum())
             total, count = total + float(out.lm_loss) * n, count + n
         loss = total / max(count, 1)
@@ -279,12 +318,12 @@ def expert_loads(model: MAMoELM, data, tokenizer, tasks: Sequence[str] = ("text_
     model.eval()
     device = next(model.parameters()).device
     total = None
-    for examples in _valid_pools(data, tasks).values():
-        for i, batch in enumerate(eval_batches(examples, batch_size, tokenizer.pad_id)):
+    for batches in _valid_batches(data, tokenizer, model, tasks, batch_size).values():
+        for i, batch in enumerate(batches):
             if i >= max_batches:
                 break
             out = model(batch["input_ids"].to(device), attention_mask_BT=batch["attention_mask"].to(device),
-                        check_inputs=False)
+                        check_inputs=False, **_audio_kwargs(batch, device))
             load = expert_load(out.router_stats)
             total = load if total is None else total + load
     model.train(was_training)
@@ -302,13 +341,19 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def lower_is_better(metric: str) -> bool:
-    """WER, losses and perplexities go down; accuracies go up."""
-    return any(part in metric for part in ("wer", "cer", "loss", "ppl", "error"))
+    """WER, edit rates, losses and perplexities go down; accuracies go up."""
+    return any(part in metric for part in ("wer", "cer", "edit", "loss", "ppl", "error"))
+
+
+# Headline metrics whose name does not start with their family (minimost.evaluate.headline).
+_SLM_SETS = ("swuggy", "sblimp", "sstorycloze", "tstorycloze")
 
 
 def family_of(metric: str) -> str:
-    """The task family of a metric by its first name part (asr_wer -> asr); 'other' when unknown."""
+    """The task family of a metric by its first name part (asr_wer -> asr, swuggy -> slm); 'other' when unknown."""
     head = metric.split("_")[0]
+    if head in _SLM_SETS:
+        return "slm"
     return head if head in FAMILIES else "other"
 
 
@@ -383,6 +428,9 @@ def render_markdown(result: dict) -> str:
         lines.append(f"| {name} | {p['params']:,} | {p['active_params']:,} | " + " | ".join(row) + " |")
     lines += ["", "## Does MAMoE beat vanilla top-k?", ""]
     lines += verdicts(summary) or ["(needs both the mamoe and the vanilla arm)"]
+    if "continuous" in summary and "mamoe" in summary:
+        lines += ["", "## Discrete vs continuous speech input (mamoe: units, continuous: encoder states)", ""]
+        lines += verdicts(summary, arm="continuous", baseline="mamoe")
     others = [a for a in arms if a not in ("mamoe", "vanilla") and a in summary]
     if others and "mamoe" in summary:
         lines += ["", "## Each other arm against mamoe", ""]
@@ -425,9 +473,15 @@ class _Grid:
     progress: bool
     eval_batches: int = 4
     stage0_dirs: dict = field(default_factory=dict)
+    feature_dim: int = 0                  # speech-encoder width C for continuous arms (0: none in the grid)
 
-    def train_cfg(self, stage: str, seed: int) -> TrainConfig:
-        return dataclasses.replace(self.train[stage], seed=seed)
+    def train_cfg(self, stage: str, seed: int, arm: Arm | None = None) -> TrainConfig:
+        """A stage's TrainConfig at a seed; stages 1-2 get the arm's train_changes (stage 0 is shared)."""
+        changes = dict(arm.train_changes) if arm is not None and stage != "pretrain" else {}
+        return dataclasses.replace(self.train[stage], seed=seed, **changes)
+
+    def arm_cfg(self, arm: Arm) -> ModelConfig:
+        return arm_model_config(self.base, arm, self.feature_dim)
 
     def stage0_dir(self, seed: int, dense: bool) -> Path:
         """Train (or reuse) the stage 0 of one seed: the shared MoE, or the dense model for dense_init."""
@@ -461,17 +515,19 @@ class _Grid:
         if model.cfg != self.base:
             raise StageDataError(f"the transformed model's config differs from stage 1's: {model.cfg} vs "
                                  f"{self.base}; raise vocab_size so the unit tokens fit.")
-        model = carry_over(model, arm_model_config(self.base, arm))
+        with torch.random.fork_rng(devices=[]):   # parameters the arm adds (a projector) start seeded
+            torch.manual_seed(seed)
+            model = carry_over(model, self.arm_cfg(arm))
         save_checkpoint(target / "checkpoints", 0, model.state_dict(), {}, {"model": model.cfg.to_dict()},
                         tokenizer=tok)
         return target
 
     def cell(self, arm: Arm, seed: int, metrics_fn: MetricsFn, metrics_name: str) -> dict:
         """Train and measure one arm x seed, or read it back when it finished earlier."""
-        cfg = arm_model_config(self.base, arm)
+        cfg = self.arm_cfg(arm)
         stages = ["stage1", "stage2"] if self.stage2 else ["stage1"]
         key = _hash({"arm": arm.spec(), "model": cfg.to_dict(), "stage0": self.stage0.to_dict(), "seed": seed,
-                     "train": {s: self.train_cfg(STAGE_KEYS[s], seed).to_dict() for s in ["stage0", *stages]},
+                     "train": {s: self.train_cfg(STAGE_KEYS[s], seed, arm).to_dict() for s in ["stage0", *stages]},
                      "data": self.data.path.name})
         cell_dir = self.out / "cells" / f"{arm.name}-seed{seed}-{key}"
         result_path = cell_dir / f"metrics-{metrics_name}.json"
@@ -480,7 +536,7 @@ class _Grid:
             return json.loads(result_path.read_text()) | {"skipped": True}
         previous = self.transformed(arm, seed, cell_dir)
         for key_ in stages:
-            tcfg = self.train_cfg(STAGE_KEYS[key_], seed)
+            tcfg = self.train_cfg(STAGE_KEYS[key_], seed, arm)
             source, tok = stage_source(self.data, cfg, tcfg)
             print(f"{arm.name} seed {seed}: {key_}")
             train_stage(cfg, tcfg, self.preset, cell_dir / key_, source, tok, init_from=previous,
@@ -518,12 +574,14 @@ def ablation_configs(preset: str, overrides: Sequence[str] = (), steps: dict[str
 def run_ablation(preset: str, arms: Sequence[str], seeds: Sequence[int], *, data, out_dir: str | Path,
                  overrides: Sequence[str] = (), steps: dict[str, int] | None = None, stage2: bool = False,
                  metrics_fn: MetricsFn | None = None, metrics_name: str | None = None, kit=None,
-                 plots: bool = True, progress: bool = True) -> dict:
+                 plots: bool = True, progress: bool = True, cache_dir: str | Path = "data/cache") -> dict:
     """Run the arms x seeds grid and write `ablation.json`, `ablation.md` and `plots/` into `out_dir`.
 
     data: a `TextData` whose speech tasks are rendered (`minimost synth`, or `render_speech_tasks`).
     metrics_fn(model, tokenizer, data) -> {metric: float}; default: `minimost.evaluate` through
     `evaluate_metrics(kit)` (needs `kit`). Cells already measured with the same metrics are skipped.
+    A continuous arm needs the speech encoder's states: with `kit` they are computed once here (cached
+    next to the data; `cache_dir` holds the synthesised audio), without it they must be cached already.
     Returns the result dict that ablation.json holds.
     """
     arm_objs = [resolve_arm(a) for a in arms]  # unknown names fail before anything trains
@@ -538,18 +596,25 @@ def run_ablation(preset: str, arms: Sequence[str], seeds: Sequence[int], *, data
         metrics_fn = evaluate_metrics(kit)
     metrics_name = metrics_name or getattr(metrics_fn, "__name__", "metrics")
     base, stage0, trains = ablation_configs(preset, overrides, steps)
-    for arm in arm_objs:
-        arm_model_config(base, arm)  # validates the arm's config up front
-        if arm.init == "dense":
-            dense_stage0_config(stage0)
     try:
-        data.unit_tokenizer()
+        unit_tok = data.unit_tokenizer()
     except FileNotFoundError:
         raise StageDataError("the ablation trains stage 1 on speech tasks, which are not rendered in "
                              f"{data.path}; run `python -m minimost synth --preset {preset}` first.") from None
+    feature_dim = 0
+    if any(arm.continuous for arm in arm_objs):   # the encoder states: built (or found) once, before any cell
+        from minimost.continuous import feature_width
+        feature_dim = feature_width(data, unit_tok, kit, cache_dir, progress=progress)
+        if base.audio_feature_dim not in (0, feature_dim):
+            raise ConfigError(f"audio_feature_dim={base.audio_feature_dim} but the speech features are "
+                              f"{feature_dim} wide; drop the override or set audio_feature_dim={feature_dim}.")
+    for arm in arm_objs:
+        arm_model_config(base, arm, feature_dim)  # validates the arm's config up front
+        if arm.init == "dense":
+            dense_stage0_config(stage0)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    grid = _Grid(preset, data, out, base, stage0, trains, stage2, progress)
+    grid = _Grid(preset, data, out, base, stage0, trains, stage2, progress, feature_dim=feature_dim)
     cells = [grid.cell(arm, seed, metrics_fn, metrics_name) for seed in seeds for arm in arm_objs]
 
     result = {"preset": preset, "arms": [a.name for a in arm_objs], "seeds": list(seeds),
@@ -557,9 +622,12 @@ def run_ablation(preset: str, arms: Sequence[str], seeds: Sequence[int], *, data
               "stage2": stage2, "metrics_name": metrics_name, "overrides": list(overrides),
               "out_dir": str(out), "model": base.to_dict(),
               "arm_specs": {a.name: a.spec() | {"about": a.about} for a in arm_objs},
-              "params": arm_param_table(base, arm_objs), "summary": aggregate(cells),
+              "params": arm_param_table(base, arm_objs, feature_dim), "summary": aggregate(cells),
               "cells": [{k: v for k, v in c.items() if k != "loads_LME"} for c in cells]}
     result["verdicts"] = verdicts(result["summary"])
+    if feature_dim:
+        result["feature_dim"] = feature_dim
+        result["verdicts_continuous"] = verdicts(result["summary"], arm="continuous", baseline="mamoe")
     result["plots"] = [str(p) for p in write_plots(result, cells, base, out / "plots")] if plots else []
     (out / "ablation.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / "ablation.md").write_text(render_markdown(result))
@@ -579,7 +647,7 @@ def write_plots(result: dict, cells: Sequence[dict], base: ModelConfig, plot_dir
         per_seed = [torch.tensor(c["loads_LME"]) for c in cells if c["arm"] == arm and c.get("loads_LME")]
         if per_seed:
             loads[arm] = torch.stack(per_seed).sum(0)
-            cfgs[arm] = arm_model_config(base, resolve_arm(arm))
+            cfgs[arm] = arm_model_config(base, resolve_arm(arm), result.get("feature_dim"))
     if loads:
         paths.append(plot_dir / "expert_load.png")
         plot_expert_load_by_arm(loads, cfgs, marks=(TEXT, AUDIO), savefig=paths[-1])

@@ -30,6 +30,11 @@ clips alone: test_encoder_batch_equals_single), labels not realigned (test_splic
 misaligned generation with audio (test_generation_with_audio_matches_full_forward), bare model crash
 (marks come from ids + audio_mask inside MAMoELM.forward; no second class needed).
 
+Evaluation (minimost/evaluate.py) takes the same path: `spliced_prompt` turns an ASR or spoken-QA
+prompt plus its clip into a spliced prompt, `pad_spliced` left-pads a batch of them, and the cached
+states come from `load_speech_features`. `continuous_eval_batches` gives teacher-forced validation
+batches (the ablation's losses), and `feature_width` gives the width a continuous ablation arm needs.
+
 Shape legend: B batch, T sequence after splicing, U encoder frames of one clip, F projected frames of
 one clip (ceil(U / k)), k downsampling factor, C encoder width, D d_model, N clips.
 """
@@ -215,39 +220,71 @@ def collate_continuous(examples: Sequence[Mapping], tok=None, *, boa: int | None
     pad_id = tok.pad_id if pad_id is None else pad_id
     if not examples:
         raise ContinuousInputError("collate_continuous got an empty list of examples.")
-    rows, clips = [], []
+    rows = []
     for e in examples:
-        audio = [stack_frames(torch.as_tensor(a), downsample) for a in e.get("audio", [])]
+        frames = [stack_frames(torch.as_tensor(a), downsample) for a in e.get("audio", [])]
         labels = e.get("labels")
         labels = [IGNORE_INDEX] * len(e["input_ids"]) if labels is None else [int(x) for x in labels]
-        rows.append(splice([int(i) for i in e["input_ids"]], labels, [len(a) for a in audio], boa, eoa))
-        clips.append(audio)
-    widths = {a.shape[-1] for row in clips for a in row}
+        ids, labels, is_frame = splice([int(i) for i in e["input_ids"]], labels, [len(a) for a in frames], boa, eoa)
+        rows.append({"input_ids": ids, "labels": labels, "audio_mask": is_frame, "frames": frames,
+                     "task": e.get("task")})
+    return pad_spliced(rows, pad_id, padding_side)
+
+
+def pad_spliced(rows: Sequence[Mapping], pad_id: int, padding_side: str = "right", width: int | None = None
+                ) -> dict[str, torch.Tensor]:
+    """Pad already spliced rows into a batch (the second half of `collate_continuous`).
+
+    A row: input_ids and audio_mask (one bool per position, True on a frame) of the spliced length,
+    optionally labels (default all -100) and task, and frames = the (F_i, k*C) tensors whose rows fill
+    its frame positions in order. Returns what `collate_continuous` returns. width: the frames' width
+    k*C, for a batch that may hold no frame at all (otherwise read from the frames).
+    """
+    if not rows:
+        raise ContinuousInputError("pad_spliced got an empty list of rows.")
+    widths = {a.shape[-1] for row in rows for a in row["frames"]}
     if len(widths) > 1:
         raise ContinuousInputError(f"audio clips of different widths {sorted(widths)} in one batch; every clip "
                                    "must come from the same encoder.")
-    width = widths.pop() if widths else 1
-    ref = next((a for row in clips for a in row), torch.zeros(()))
-    B, T = len(rows), max(len(r[0]) for r in rows)
+    if width is not None and widths and widths != {width}:
+        raise ContinuousInputError(f"audio clips are {widths.pop()} wide; expected {width}.")
+    width = widths.pop() if widths else (width or 1)
+    ref = next((a for row in rows for a in row["frames"]), torch.zeros(()))
+    B, T = len(rows), max(len(r["input_ids"]) for r in rows)
     out = {"input_ids": torch.full((B, T), pad_id, dtype=torch.long),
            "attention_mask": torch.zeros(B, T, dtype=torch.bool),
            "labels": torch.full((B, T), IGNORE_INDEX, dtype=torch.long),
            "audio_mask": torch.zeros(B, T, dtype=torch.bool)}
     audio_rows = []
-    for b, ((ids, labels, is_frame), row_clips) in enumerate(zip(rows, clips)):
-        n = len(ids)
+    for b, r in enumerate(rows):
+        n = len(r["input_ids"])
         cols = slice(0, n) if padding_side == "right" else slice(T - n, T)
-        out["input_ids"][b, cols] = torch.tensor(ids)
-        out["labels"][b, cols] = torch.tensor(labels)
+        out["input_ids"][b, cols] = torch.tensor(r["input_ids"], dtype=torch.long)
+        if r.get("labels") is not None:
+            out["labels"][b, cols] = torch.tensor(r["labels"], dtype=torch.long)
         out["attention_mask"][b, cols] = True
-        out["audio_mask"][b, cols] = torch.tensor(is_frame, dtype=torch.bool)
+        out["audio_mask"][b, cols] = torch.tensor(r["audio_mask"], dtype=torch.bool)
         row = ref.new_zeros(T, width, dtype=torch.float32)
-        if row_clips:  # index_put keeps the graph, so a trainable encoder gets its gradient
-            row = row.index_put((out["audio_mask"][b].nonzero().flatten(),), torch.cat(row_clips).float())
+        if r["frames"]:  # index_put keeps the graph, so a trainable encoder gets its gradient
+            frames = torch.cat(list(r["frames"])).float()
+            where = out["audio_mask"][b].nonzero().flatten()
+            if len(where) != len(frames):
+                raise ContinuousInputError(f"row {b} has {len(where)} frame positions but {len(frames)} frames.")
+            row = row.index_put((where,), frames)
         audio_rows.append(row)
     out["audio"] = torch.stack(audio_rows)                                              # (B, T, k*C)
-    out["task_ids"] = torch.tensor([TASKS.index(e["task"]) if e.get("task") in TASKS else -1 for e in examples])
+    out["task_ids"] = torch.tensor([TASKS.index(r["task"]) if r.get("task") in TASKS else -1 for r in rows])
     return out
+
+
+def spliced_prompt(tok, ids: Sequence[int], clips: Sequence[torch.Tensor], downsample: int = 1) -> dict:
+    """A generation prompt with its input spans replaced by the clips' frames, ready for `pad_spliced`
+    (left padding): {input_ids, audio_mask, frames}. The spans may hold units or be empty (<boa><eoa>):
+    either way the markers and what is between them become the clip's F placeholder positions."""
+    frames = [stack_frames(torch.as_tensor(c).float(), downsample) for c in clips]
+    spliced, _, is_frame = splice([int(i) for i in ids], [IGNORE_INDEX] * len(ids), [len(f) for f in frames],
+                                  tok.special("boa"), tok.special("eoa"))
+    return {"input_ids": spliced, "audio_mask": is_frame, "frames": frames}
 
 
 # --------------------------------------------------------------------------------------------
@@ -359,6 +396,77 @@ def generate_from_audio(model, tok, prompts: Sequence[Mapping], **generate_kwarg
     out = generate(model, batch["input_ids"].to(dev), batch["attention_mask"].to(dev), pad_id=tok.pad_id,
                    audio_BTC=batch["audio"].to(dev), audio_mask_BT=batch["audio_mask"].to(dev), **generate_kwargs)
     return out[:, batch["input_ids"].shape[1]:].tolist()
+
+
+def features_path(data, artefact: str):
+    """Where `speech_features` caches the encoder states of a unit artefact: next to the data build."""
+    return data.path / f"speech_features-{artefact}.safetensors"
+
+
+def load_speech_features(data, tok=None, kit=None, cache_dir="data/cache", progress: bool = False
+                         ) -> dict[str, torch.Tensor]:
+    """{speech id: (U, C) float16 states}: the cached file of the tokenizer's unit artefact, or, given the
+    kit, computed (and cached) with `speech_features`. A clear error when neither is there."""
+    if kit is not None:
+        return speech_features(data, kit, cache_dir, progress=progress)
+    from safetensors.torch import load_file
+
+    art = tok.unit_artefact if tok is not None else ""
+    path = features_path(data, art)
+    if not path.exists():
+        found = sorted(data.path.glob("speech_features-*.safetensors"))
+        if art or len(found) != 1:
+            raise ContinuousInputError(f"no speech features {path.name} in {data.path}; compute them once with "
+                                       "minimost.continuous.speech_features(data, kit, cache_dir) (`minimost run` "
+                                       "with --set train.audio_input=continuous does it).")
+        path = found[0]
+    return load_file(str(path))
+
+
+def feature_width(data, tok=None, kit=None, cache_dir="data/cache", progress: bool = False) -> int:
+    """C, the width of the cached encoder states (what audio_feature_dim must be); builds them if needed."""
+    if kit is not None:
+        features = speech_features(data, kit, cache_dir, progress=progress)
+        return next(iter(features.values())).shape[-1]
+    from safetensors import safe_open
+
+    path = features_path(data, tok.unit_artefact if tok is not None else "")
+    if not path.exists():
+        raise ContinuousInputError(f"no speech features {path.name} in {data.path}; compute them once with "
+                                   "minimost.continuous.speech_features(data, kit, cache_dir).")
+    with safe_open(str(path), "pt") as f:
+        return f.get_slice(next(iter(f.keys()))).get_shape()[-1]
+
+
+def continuous_eval_batches(data, tok, model_cfg, tasks: Sequence[str], split: str = "valid", batch_size: int = 32,
+                            features: Mapping[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """task -> iterator over length-sorted validation batches (as `batching.eval_batches`) on the continuous
+    path: input spans spliced into frames, `audio` and `audio_mask` filled from the cached features. Teacher-
+    forced losses of a continuous-input model (ablate.task_loss_metrics) read these instead of unit prompts."""
+    import json
+
+    from minimost.data.batching import LengthBucketSampler
+
+    features = load_speech_features(data, tok) if features is None else features
+    units = json.loads((data.path / f"speech_units-{tok.unit_artefact}.json").read_text())
+    rows = [r for r in data.dataset("tasks")[split] if r["task"] in tasks]
+    pools = continuous_pools(tok, rows, units, features, model_cfg.audio_downsample)
+    boa, k = tok.special("boa"), model_cfg.audio_downsample
+    width = model_cfg.audio_feature_dim * k     # text-only batches still need (B, T, k*C) zeros
+
+    def batches(examples):
+        lengths = [len(e["input_ids"]) for e in examples]
+        for idx in LengthBucketSampler(lengths, batch_size, shuffle=False, bucket_batches=max(1, len(lengths))):
+            rows_ = []
+            for i in idx:
+                e = examples[i]
+                ids, labels = list(e["input_ids"]), list(e["labels"])
+                rows_.append({"input_ids": ids, "labels": labels,
+                              "audio_mask": [t == boa and y == IGNORE_INDEX for t, y in zip(ids, labels)],
+                              "frames": [stack_frames(features[c].float(), k) for c in e.get("clips", [])]})
+            yield pad_spliced(rows_, tok.pad_id, width=width)
+
+    return {task: batches(pools[task]) for task in tasks if task in pools}
 
 
 def continuous_source(data, tok, model_cfg, train_cfg, split: str = "train") -> ContinuousSource:

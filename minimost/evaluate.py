@@ -23,11 +23,16 @@ The families (most-reference.md §8; docs/evaluation.md has the details and the 
 - **text**: validation perplexity of the text-LM task and T→T QA accuracy on held-out questions:
   evaluated after each stage it shows how much text ability the speech stages cost.
 
+Speech *input* takes the path the model was trained on (`EvalConfig.audio_input`, "auto" by default):
+unit tokens, or (MoST-C, docs/continuous.md) the cached encoder states through the model's projector.
+ASR and spoken QA (S→T, S→S) change with it; TTS and spoken-LM score unit tokens on both paths.
+
 Shape letters: B batch, T time (sequence), V vocabulary.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -68,6 +73,9 @@ class EvalConfig:
     tts_voice: str = ""                # vocoder speaker for generated speech; "" = the first training voice
     n_examples: int = 4                # examples kept per family for the report
     device: str = "cpu"
+    # Speech prompts (ASR, spoken QA) as "units" or "continuous" encoder states (MoST-C). "auto": the
+    # path the checkpoint trained with (evaluate_run), else continuous when the model has a projector.
+    audio_input: str = "auto"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,22 +116,35 @@ def decode_batched(model: MAMoELM, prompts: Sequence[Sequence[int]], max_new: in
 
     Prompts are sorted by length and decoded in batches with left padding; `max_new` is one limit
     for all, or one per prompt (a batch decodes to its largest, then each row is cut to its own).
-    Never longer than the model's `max_seq_len`.
+    Never longer than the model's `max_seq_len`. A prompt is a list of ids, or a continuous-input
+    prompt from `continuous.spliced_prompt` ({input_ids, audio_mask, frames}): its frames enter the
+    prefill through the projector, and the KV cache holds them after that.
     """
     limits = [max_new] * len(prompts) if isinstance(max_new, int) else list(max_new)
     device = next(model.parameters()).device
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    length = [len(p["input_ids"]) if isinstance(p, Mapping) else len(p) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: length[i])
     out: list[list[int]] = [[] for _ in prompts]
     stop = set(stop_tokens)
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
-        ids, mask = _left_pad([prompts[i] for i in chunk], pad_id, device)
+        audio = {}
+        if any(isinstance(prompts[i], Mapping) for i in chunk):   # the continuous path: frames in the prompt
+            from minimost.continuous import pad_spliced
+            rows = [p if isinstance(p, Mapping) else {"input_ids": list(p), "audio_mask": [False] * len(p),
+                                                      "frames": []} for p in (prompts[i] for i in chunk)]
+            batch = pad_spliced(rows, pad_id, padding_side="left",
+                                width=model.cfg.audio_feature_dim * model.cfg.audio_downsample)
+            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            audio = {"audio_BTC": batch["audio"].to(device), "audio_mask_BT": batch["audio_mask"].to(device)}
+        else:
+            ids, mask = _left_pad([prompts[i] for i in chunk], pad_id, device)
         room = model.cfg.max_seq_len - ids.shape[1]
         if room <= 0:
             raise EvalError(f"a prompt of {ids.shape[1]} tokens leaves no room to answer (max_seq_len "
                             f"{model.cfg.max_seq_len}); evaluate shorter examples or a model with a longer context.")
         n_new = min(max(limits[i] for i in chunk), room)
-        new = generate(model, ids, mask, max_new_tokens=n_new, stop_tokens=tuple(stop), pad_id=pad_id)
+        new = generate(model, ids, mask, max_new_tokens=n_new, stop_tokens=tuple(stop), pad_id=pad_id, **audio)
         for row, i in enumerate(chunk):
             seq = new[row, ids.shape[1]:].tolist()[:limits[i]]
             cut = next((j for j, t in enumerate(seq) if t in stop), len(seq))
@@ -145,10 +166,21 @@ def units_of(tok, ids: Sequence[int]) -> list[int]:
 # Front doors: what a user calls on a trained model
 # --------------------------------------------------------------------------------------------
 
-def transcribe_units(model, tok, units_list: Sequence[Sequence[int]], cfg: EvalConfig | None = None) -> list[str]:
-    """ASR: deduplicated unit sequences → text, greedy."""
+def _speech_prompt(model, tok, row: Mapping, speech, units: Mapping | None = None):
+    """The prompt of a row whose `prompt_speech` is `speech`: unit ids (a list), or (U, C) encoder states
+    (a tensor: the continuous path, `continuous.spliced_prompt`, the span replaced by projected frames)."""
+    if isinstance(speech, torch.Tensor):
+        from minimost.continuous import spliced_prompt
+        ids = render_prompt(tok, row, {**(units or {}), row["prompt_speech"]: []})   # <boa><eoa>: the span
+        return spliced_prompt(tok, ids, [speech], model.cfg.audio_downsample)
+    return render_prompt(tok, row, {**(units or {}), row["prompt_speech"]: speech})
+
+
+def transcribe_units(model, tok, units_list: Sequence, cfg: EvalConfig | None = None) -> list[str]:
+    """ASR, greedy: speech → text. Each speech item is a deduplicated unit sequence, or (U, C) encoder
+    states (a torch.Tensor) for a model trained on continuous input (MoST-C)."""
     cfg = cfg or EvalConfig()
-    prompts = [render_prompt(tok, make_row("asr", f"u{i}", prompt_speech="x", answer_text="x"), {"x": u})
+    prompts = [_speech_prompt(model, tok, make_row("asr", f"u{i}", prompt_speech="x", answer_text="x"), u)
                for i, u in enumerate(units_list)]
     outs = decode_batched(model, prompts, cfg.max_new_text, [tok.special("eos")], tok.pad_id, cfg.batch_size)
     return [text_of(tok, o) for o in outs]
@@ -167,8 +199,9 @@ def speak_text(model, tok, texts: Sequence[str], cfg: EvalConfig | None = None,
 
 
 def answer(model, tok, questions: Sequence, spoken_reply: bool = False, cfg: EvalConfig | None = None):
-    """Instruction following. A question is text (str) or speech (a list of unit ids); the answer is
-    text, or units when `spoken_reply` (MoST's S→S; text questions always get text answers here)."""
+    """Instruction following. A question is text (str) or speech (a list of unit ids, or (U, C) encoder
+    states as a torch.Tensor for a continuous-input model); the answer is text, or units when
+    `spoken_reply` (MoST's S→S; text questions always get text answers here)."""
     cfg = cfg or EvalConfig()
     prompts = []
     for i, q in enumerate(questions):
@@ -178,7 +211,7 @@ def answer(model, tok, questions: Sequence, spoken_reply: bool = False, cfg: Eva
         else:
             row = make_row("speech_instruct", f"q{i}", prompt_speech="q", answer_text="x",
                            answer_speech="a" if spoken_reply else "")
-            prompts.append(render_prompt(tok, row, {"q": q, "a": []}))
+            prompts.append(_speech_prompt(model, tok, row, q, {"a": []}))
     if spoken_reply:
         outs = decode_batched(model, prompts, cfg.max_new_units, [tok.special("eoa"), tok.special("eos")],
                               tok.pad_id, cfg.batch_size)
@@ -255,6 +288,7 @@ class EvalInputs:
     units: Mapping[str, list[int]]   # speech-plan id → deduplicated units
     plan: dict[str, dict] = field(default_factory=dict)    # speech-plan id → {text, voice, split, purpose}
     cache_dir: str = "data/cache"
+    features: Mapping | None = None  # speech-plan id → (U, C) encoder states: the continuous path's input
 
     @classmethod
     def build(cls, data, kit=None, cache_dir: str = "data/cache", progress: bool = False) -> EvalInputs:
@@ -277,10 +311,37 @@ class EvalInputs:
         tasks = self.data.dataset("tasks")[split]
         return [r for r in tasks if r["task"] == task and r["id"].startswith(prefix)]
 
+    def speech(self, ids: Sequence[str], path: str) -> list:
+        """The speech prompts of some speech ids on an input path: unit lists, or (U, C) float states."""
+        if path == "continuous":
+            if self.features is None:
+                raise EvalError("the continuous input path needs the encoder states of the speech; pass "
+                                "EvalInputs(features=minimost.continuous.load_speech_features(data, tok, kit)).")
+            missing = [i for i in ids if i not in self.features]
+            if missing:
+                raise EvalError(f"no encoder states for {len(missing)} speech id(s) (e.g. {missing[:3]}); "
+                                "rebuild the features: delete speech_features-*.safetensors next to the data.")
+            return [self.features[i].float() for i in ids]
+        return [self.units[i] for i in ids]
+
     def need_kit(self, what: str):
         if self.kit is None:
             raise EvalError(f"{what} needs the speech kit (vocoder and judge); pass kit=build_speech_kit(...).")
         return self.kit
+
+
+def speech_input_path(model, cfg: EvalConfig) -> str:
+    """"units" or "continuous": how speech prompts reach the model (EvalConfig.audio_input; "auto" =
+    continuous exactly when the model has a projector, i.e. audio_feature_dim > 0)."""
+    if cfg.audio_input not in ("auto", "units", "continuous"):
+        raise EvalError(f"audio_input={cfg.audio_input!r}; expected auto, units or continuous.")
+    path = cfg.audio_input
+    if path == "auto":
+        path = "continuous" if model.cfg.audio_feature_dim > 0 else "units"
+    if path == "continuous" and model.cfg.audio_feature_dim <= 0:
+        raise EvalError("audio_input='continuous' needs a model with a projector (audio_feature_dim > 0); this "
+                        "one was trained on unit tokens: evaluate it with audio_input='units'.")
+    return path
 
 
 def _limit(rows: list, n: int | None) -> list:
@@ -295,11 +356,12 @@ def _examples(refs, hyps, n, **extra) -> list[dict]:
 def eval_asr(model, tok, inp: EvalInputs, cfg: EvalConfig) -> dict:
     """Greedy ASR WER per split (valid = seen voices, test = held-out voices) and per voice."""
     out: dict = {}
+    path = speech_input_path(model, cfg)
     for split, name in (("valid", "seen_voices"), ("test", "heldout_voices")):
         rows = _limit(inp.rows(split, "asr"), cfg.max_asr)
         if not rows:
             continue
-        hyps = transcribe_units(model, tok, [inp.units[r["prompt_speech"]] for r in rows], cfg)
+        hyps = transcribe_units(model, tok, inp.speech([r["prompt_speech"] for r in rows], path), cfg)
         refs = [r["answer_text"] for r in rows]
         report = wer_report(refs, hyps)
         voices = [inp.plan[r["prompt_speech"]]["voice"] for r in rows]
@@ -312,6 +374,7 @@ def eval_asr(model, tok, inp: EvalInputs, cfg: EvalConfig) -> dict:
                      "examples": _examples(refs, hyps, cfg.n_examples, voice=voices)}
     if not out:
         raise EvalError("no ASR rows in the valid/test splits of this build.")
+    out["audio_input"] = path
     return out
 
 
@@ -401,11 +464,12 @@ def eval_sqa(model, tok, inp: EvalInputs, cfg: EvalConfig) -> dict:
         raise EvalError("no spoken-QA rows (s2t-spoken_qa-*) in the test split of this build.")
     gold = [r["answer_text"] for r in rows]
     questions_text = [inp.plan[r["prompt_speech"]]["text"] for r in rows]
-    speech_q = [inp.units[r["prompt_speech"]] for r in rows]
+    path = speech_input_path(model, cfg)
+    speech_q = inp.speech([r["prompt_speech"] for r in rows], path)
     s2t = answer(model, tok, speech_q, cfg=cfg)
     t2t = answer(model, tok, questions_text, cfg=cfg)
     acc = lambda preds: round(sum(contains_answer(p, g) for p, g in zip(preds, gold)) / len(gold), 4)  # noqa: E731
-    out = {"s2t": acc(s2t), "t2t": acc(t2t), "questions": len(rows)}
+    out = {"s2t": acc(s2t), "t2t": acc(t2t), "questions": len(rows), "audio_input": path}
     out["s2t_over_t2t"] = round(out["s2t"] / out["t2t"], 4) if out["t2t"] else None
     if inp.kit is not None:
         spoken = answer(model, tok, speech_q, spoken_reply=True, cfg=cfg)
@@ -452,6 +516,11 @@ def evaluate_model(model, tok, data, kit=None, tasks: Sequence[str] = EVAL_TASKS
         inputs = EvalInputs.build(data, kit, cache_dir)
     elif inputs is None:
         inputs = EvalInputs(data, kit, {}, {}, cache_dir)
+    heard = [t for t in tasks if t in ("asr", "sqa")]
+    if heard and inputs.features is None and speech_input_path(model, cfg) == "continuous":
+        from minimost.continuous import load_speech_features  # encoder states, cached next to the data
+        inputs = dataclasses.replace(inputs, features=load_speech_features(inputs.data, tok, inputs.kit,
+                                                                           inputs.cache_dir, progress))
     model.eval()
     out: dict = {"seconds": {}}
     for t in tasks:
@@ -519,6 +588,20 @@ def target_check(preset: str, key: str, value) -> str:
 # A run folder: `python -m minimost eval --run runs/<name> --tasks asr,tts,slm,sqa`
 # --------------------------------------------------------------------------------------------
 
+def trained_audio_input(stage_dir, model=None) -> str:
+    """"units" or "continuous": `train.audio_input` of a stage's checkpoint (stage 0 trains on text, so a
+    missing field means units), or, without one, whether the model has a projector."""
+    from minimost.checkpoint import CONFIG, resolve_checkpoint
+    try:
+        saved = json.loads((resolve_checkpoint(stage_dir) / CONFIG).read_text())
+    except (OSError, ValueError):
+        saved = {}
+    path = saved.get("train", {}).get("audio_input")
+    if path is None:
+        path = "continuous" if model is not None and model.cfg.audio_feature_dim > 0 else "units"
+    return path
+
+
 def final_stage(run_dir: Path) -> str:
     """The last trained stage of a run folder: stage2, else stage1, else stage0."""
     from minimost.checkpoint import latest_checkpoint
@@ -552,6 +635,8 @@ def evaluate_run(run_dir, tasks: Sequence[str] = EVAL_TASKS, cfg: EvalConfig | N
     stage = stage or final_stage(run_dir)
     data = data if data is not None else prepare_data(preset, data_dir)
     model, tok = load_stage(run_dir / stage, cfg.device)
+    if cfg.audio_input == "auto":   # the path this stage was trained on, as its checkpoint recorded it
+        cfg = dataclasses.replace(cfg, audio_input=trained_audio_input(run_dir / stage, model))
     if kit is None and any(t in ("tts", "sqa") for t in tasks):
         from minimost.speech.kit import build_speech_kit
         kit = build_speech_kit(preset, data_dir, data=data, progress=progress)

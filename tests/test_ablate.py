@@ -265,3 +265,13 @@ def test_rerun_skips_finished_cells(grid, speech_data):
     again = run_ablation("micro", ["mamoe", "vanilla"], [0, 1], data=speech_data, out_dir=out, **GRID)
     assert CALLS == [] and all(c.get("skipped") for c in again["cells"])
     assert again["summary"] == first["summary"]
+
+
+def test_every_headline_metric_has_a_family_and_a_direction():
+    from minimost.ablate import family_of, lower_is_better
+    from minimost.evaluate import LOWER_IS_BETTER, SLM_SETS
+    for name in SLM_SETS + ("slm_mean",):
+        assert family_of(name) == "slm" and not lower_is_better(name)
+    for name in LOWER_IS_BETTER:
+        assert lower_is_better(name), name
+    assert family_of("tts_unit_edit") == "tts" and family_of("sqa_s2t") == "sqa"

@@ -231,3 +231,169 @@ def test_config_fields():
     cfg = ModelConfig(audio_feature_dim=768, d_model=2048)
     assert cfg.num_params() - ModelConfig(d_model=2048).num_params() == 768 * 2048 + 2048   # MoST's Linear
     assert TrainConfig().audio_input == "units"
+
+
+# ------------------------------------------------------------------------------ evaluation on the continuous path
+
+WORDS = "the red fox sees a big dog and the cat is green"
+
+
+@pytest.fixture(scope="module")
+def eval_tok():
+    from minimost.tokenizer import Tokenizer
+    return Tokenizer.train([WORDS] * 4, vocab_size=120).with_units(20)
+
+
+def eval_model(tok, **changes) -> MAMoELM:
+    torch.manual_seed(0)
+    model = MAMoELM(dataclasses.replace(preset("micro"), **({"audio_feature_dim": C} | changes)))
+    model.set_modality_map(tok.modality_map(model.cfg.vocab_size))
+    return model.eval()
+
+
+def test_continuous_asr_decode_alone_equals_left_padded_batch(eval_tok):
+    import minimost.evaluate as ev
+    from minimost.continuous import spliced_prompt
+
+    tok, model = eval_tok, eval_model(eval_tok)
+    g = torch.Generator().manual_seed(1)
+    clips = [torch.randn(n, C, generator=g) for n in (7, 3, 12)]   # different lengths: left padding differs
+    prompts = [ev._speech_prompt(model, tok, {"task": "asr", "id": "a", "prompt_speech": "x", "answer_text": "x",
+                                              "instruction": ""}, c) for c in clips]
+    for p, c in zip(prompts, clips):   # the span became exactly the clip's frames; no unit token is left
+        assert sum(p["audio_mask"]) == len(c) and not any(i >= tok.unit_start for i in p["input_ids"])
+    alone = [ev.decode_batched(model, [p], 6, [], tok.pad_id, batch_size=1)[0] for p in prompts]
+    together = ev.decode_batched(model, prompts, 6, [], tok.pad_id, batch_size=3)
+    assert together == alone and all(len(a) == 6 for a in alone)
+    # The same through generate_from_audio (collate_continuous) and through the front door.
+    from minimost.continuous import generate_from_audio
+    ids = spliced_prompt(tok, [1, tok.special("boa"), tok.special("eoa")], [clips[0]])["input_ids"]
+    assert len(ids) == 1 + len(clips[0])
+    cfg = ev.EvalConfig(max_new_text=6, batch_size=2)
+    texts = ev.transcribe_units(model, tok, clips, cfg)
+    assert texts == [ev.text_of(tok, o) for o in ev.decode_batched(model, prompts, 6, [tok.special("eos")],
+                                                                   tok.pad_id, 1)]
+    row = {"input_ids": [1, tok.special("boa"), tok.special("eoa")], "audio": [clips[1]]}
+    via_collate = generate_from_audio(model, tok, [row], max_new_tokens=3)[0]
+    assert via_collate == ev.decode_batched(model, [spliced_prompt(tok, row["input_ids"], [clips[1]])], 3, [],
+                                            tok.pad_id)[0]
+    # Text and spoken questions mixed in one batch: the text rows get no frames.
+    mixed = ev.answer(model, tok, ["the red fox", clips[0]], cfg=ev.EvalConfig(max_new_text=3))
+    assert mixed == [ev.answer(model, tok, ["the red fox"], cfg=ev.EvalConfig(max_new_text=3))[0],
+                     ev.answer(model, tok, [clips[0]], cfg=ev.EvalConfig(max_new_text=3))[0]]
+    # Frames matter: other states give another continuation (the projector is in the path).
+    other = ev.decode_batched(model, [ev._speech_prompt(model, tok, {"task": "asr", "id": "a", "prompt_speech": "x",
+                                                                     "answer_text": "x", "instruction": ""},
+                                                        clips[0] * 5)], 6, [], tok.pad_id)[0]
+    assert other != alone[0]
+
+
+class FakeData:
+    def __init__(self, sets):
+        self.sets = sets
+
+    def dataset(self, name):
+        return self.sets[name]
+
+
+def test_evaluate_model_runs_asr_and_spoken_qa_on_the_continuous_path(eval_tok, monkeypatch):
+    import minimost.evaluate as ev
+
+    tok, model = eval_tok, eval_model(eval_tok)
+    rows = {"valid": [{"task": "asr", "id": "asr-v0", "prompt_speech": "v0", "answer_text": "the red fox"}],
+            "test": [{"task": "asr", "id": "asr-t0", "prompt_speech": "t0", "answer_text": "the cat"},
+                     {"task": "speech_instruct", "id": "s2t-spoken_qa-0", "prompt_speech": "q0",
+                      "answer_text": "green", "instruction": "", "answer_speech": ""}]}
+    plan = {"v0": {"voice": "A"}, "t0": {"voice": "B"}, "q0": {"voice": "B", "text": "the cat is?"}}
+    g = torch.Generator().manual_seed(2)
+    features = {k: torch.randn(4 + i, C, generator=g).half() for i, k in enumerate(plan)}
+    inp = ev.EvalInputs(FakeData({"tasks": rows}), None, {k: [1, 2] for k in plan}, plan, features=features)
+    calls = []
+    real = ev.generate
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("audio_BTC") is not None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ev, "generate", spy)
+    cfg = ev.EvalConfig(max_new_text=4)
+    out = ev.evaluate_model(model, tok, inp.data, tasks=("asr", "sqa"), cfg=cfg, inputs=inp)
+    assert out["asr"]["audio_input"] == out["sqa"]["audio_input"] == "continuous"
+    assert set(out["asr"]) >= {"seen_voices", "heldout_voices"} and out["sqa"]["questions"] == 1
+    assert calls == [True, True, True, False]      # ASR valid, ASR test, S→T with frames; T→T as text
+    # The same model asked for units: the unit prompts, no frames.
+    calls.clear()
+    units = ev.evaluate_model(model, tok, inp.data, tasks=("asr",), cfg=ev.EvalConfig(max_new_text=4,
+                              audio_input="units"), inputs=inp)
+    assert units["asr"]["audio_input"] == "units" and calls == [False, False]
+    # Clear errors: continuous without a projector, or without the states.
+    with pytest.raises(ev.EvalError, match="needs a model with a projector"):
+        ev.eval_asr(eval_model(tok, audio_feature_dim=0), tok, inp, ev.EvalConfig(audio_input="continuous"))
+    with pytest.raises(ev.EvalError, match="encoder states"):
+        ev.eval_asr(model, tok, dataclasses.replace(inp, features=None), cfg)
+    assert ev.speech_input_path(eval_model(tok, audio_feature_dim=0), ev.EvalConfig()) == "units"
+
+
+# ------------------------------------------------------------------------------ the comparison arm (ablate)
+
+@pytest.fixture(scope="module")
+def continuous_data(tmp_path_factory):
+    """The micro mini-world with made-up units and made-up encoder states, cached the way a real build is."""
+    import json
+    import random
+
+    from minimost.data.build import build_text_data, render_speech_tasks
+    data = build_text_data("micro", tmp_path_factory.mktemp("cdata"))
+    rng, g = random.Random(0), torch.Generator().manual_seed(0)
+    units = {r["id"]: [rng.randrange(32) for _ in range(rng.randint(3, 12))]
+             for r in data.dataset("speech_plan") if r["split"] != "test"}
+    render_speech_tasks(data, units, n_units=32, unit_artefact="fake")
+    (data.path / "speech_units-fake.json").write_text(json.dumps(units))
+    feats = {k: torch.randn(len(u) + 2, C, generator=g).half() for k, u in units.items()}
+    return data, feats
+
+
+def test_continuous_arm_trains_beside_mamoe_with_the_same_stage0(continuous_data, tmp_path):
+    from safetensors.torch import save_file
+
+    from minimost.ablate import ARMS, arm_param_table, run_ablation, task_loss_metrics
+    from minimost.checkpoint import WEIGHTS, latest_checkpoint, load_weights
+    from minimost.config import ConfigError
+
+    data, feats = continuous_data
+    grid = dict(overrides=["train.log_every=2", "train.eval_every=100", "train.ckpt_every=100", "train.batch_size=4"],
+                steps={"stage0": 2, "stage1": 2}, progress=False,
+                metrics_fn=lambda m, t, d: task_loss_metrics(d, t, m, tasks=("text_lm", "asr"), max_batches=2))
+    path = data.path / "speech_features-fake.safetensors"
+    path.unlink(missing_ok=True)
+    with pytest.raises(ContinuousInputError, match="no speech features"):   # before anything trains
+        run_ablation("micro", ["mamoe", "continuous"], [0], data=data, out_dir=tmp_path / "x", **grid)
+    assert not (tmp_path / "x").exists()
+    save_file(feats, str(path))
+
+    result = run_ablation("micro", ["mamoe", "continuous"], [0, 1], data=data, out_dir=tmp_path / "cmp", **grid)
+    out = tmp_path / "cmp"
+    D = preset("micro").d_model
+    assert result["feature_dim"] == C
+    assert result["params"]["continuous"]["params"] - result["params"]["mamoe"]["params"] == C * D + D
+    assert result["params"] == arm_param_table(preset("micro"), [ARMS["mamoe"], ARMS["continuous"]], C)
+    assert sorted(p.parent.name for p in out.glob("seed*/stage0_moe-*")) == ["seed0", "seed1"]   # shared
+    for arm in ("mamoe", "continuous"):
+        s = result["summary"][arm]["asr_loss"]
+        assert s["n"] == 2 and np.isfinite(s["mean"]) and s["std"] >= 0
+    cell = next((out / "cells").glob("continuous-seed0-*"))
+    import json
+    saved = json.loads((latest_checkpoint(cell / "stage1" / "checkpoints") / "config.json").read_text())
+    assert saved["train"]["audio_input"] == "continuous" and saved["model"]["audio_feature_dim"] == C
+    w = load_weights(latest_checkpoint(cell / "stage1" / "checkpoints") / WEIGHTS)
+    w0 = load_weights(latest_checkpoint(cell / "transformed" / "checkpoints") / WEIGHTS)
+    assert not torch.equal(w["audio_projector.fc.weight"], w0["audio_projector.fc.weight"])   # it trained
+    mamoe_cell = next((out / "cells").glob("mamoe-seed0-*"))
+    assert "audio_projector.fc.weight" not in load_weights(
+        latest_checkpoint(mamoe_cell / "stage1" / "checkpoints") / WEIGHTS)
+    md = (out / "ablation.md").read_text()
+    assert "## Discrete vs continuous speech input" in md and "| continuous |" in md
+    assert result["verdicts_continuous"] and result["verdicts_continuous"][0].startswith("**asr**")
+    with pytest.raises(ConfigError, match="needs their width"):
+        from minimost.ablate import arm_model_config
+        arm_model_config(preset("micro"), ARMS["continuous"])

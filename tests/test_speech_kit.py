@@ -46,3 +46,38 @@ def test_vocoder_refuses_held_out_voices(kit_and_cache):
     units = kit.tokenize(kit.synthesize("a cat sleeps.", TRAIN_VOICES[0]))
     with pytest.raises(Exception, match="speaker|voice"):
         kit.resynthesize(units, TEST_VOICES[0])
+
+
+@pytest.mark.slow  # synthesises and encodes the whole micro speech plan: 1-2 minutes on 2 idle cores
+def test_render_speech_saves_audio_statistics_and_every_family_evaluates(kit_and_cache, tmp_path):
+    """The whole evaluation on real (micro) speech: every family runs and gives numbers in range."""
+    import json
+
+    import torch
+
+    from minimost.config import preset
+    from minimost.evaluate import EvalConfig, evaluate_model, headline
+    from minimost.model import MAMoELM
+    from minimost.pipeline import prepare_data
+    from minimost.speech.kit import render_speech
+
+    kit, cache, _ = kit_and_cache
+    data = prepare_data("micro", str(cache))
+    render_speech(data, kit, str(cache), progress=False)
+    stats = json.loads((data.path / "speech_stats.json").read_text())
+    assert stats["utterances"] == len(data.dataset("speech_plan")) and stats["audio_hours"] > 0
+    assert 0 < stats["units_per_s_dedup"] <= 25          # deduplicated 25 Hz units
+    assert json.loads((data.path / "stats.json").read_text())["speech"] == stats
+
+    torch.manual_seed(0)
+    tok = data.unit_tokenizer()
+    model = MAMoELM(preset("micro"))
+    model.set_modality_map(tok.modality_map(model.cfg.vocab_size))
+    cfg = EvalConfig(max_asr=3, max_tts=2, max_slm=3, max_sqa=2, max_new_text=6, max_new_units=8)
+    metrics = evaluate_model(model, tok, data, kit, cfg=cfg, cache_dir=str(cache), wav_dir=tmp_path)
+    h = headline(metrics)
+    assert set(metrics) >= {"asr", "tts", "slm", "sqa", "text"}
+    assert h["asr_wer"] >= 0 and h["tts_unit_edit"] >= 0 and h["text_ppl"] > 1
+    assert all(0 <= h[k] <= 1 for k in ("swuggy", "sblimp", "sstorycloze", "tstorycloze", "sqa_s2t", "sqa_s2s"))
+    assert metrics["tts"]["ceiling_judge_on_espeak"] >= 0 and metrics["tts"]["sentences"] == 2
+    assert (tmp_path / "tts_0.wav").exists()

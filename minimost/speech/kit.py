@@ -156,4 +156,41 @@ def render_speech(data, kit: SpeechKit, cache_dir, progress: bool = True) -> dic
     """
     from minimost.data.build import render_speech_tasks
     units = speech_units(data, kit, cache_dir, progress=progress)
-    return render_speech_tasks(data, units, kit.units.num_units, unit_artefact=kit.units.artefact_id)
+    stats = render_speech_tasks(data, units, kit.units.num_units, unit_artefact=kit.units.artefact_id)
+    speech_stats(data, units, cache_dir)
+    return stats
+
+
+def speech_stats(data, units: dict[str, list[int]], cache_dir) -> dict:
+    """Audio hours, utterances and deduplicated units per second, per split and purpose.
+
+    Saved as `speech_stats.json` in the build (atomically) and merged into `stats.json` under
+    "speech", next to the text statistics `minimost synth` prints.
+    """
+    import json
+    import os
+
+    plan = {r["id"]: r for r in data.dataset("speech_plan")}
+    out: dict = {}
+    for split in ("train", "valid", "test"):
+        corpus = speech_corpus(data, cache_dir, split, progress=False)
+        for rid, seconds in zip(corpus["id"], corpus["duration"]):
+            key = f"{split}/{plan[rid]['purpose']}" if rid in plan else f"{split}/other"
+            row = out.setdefault(key, {"utterances": 0, "seconds": 0.0, "units": 0})
+            row["utterances"] += 1
+            row["seconds"] += float(seconds)
+            row["units"] += len(units.get(rid, ()))
+    for row in out.values():
+        row["hours"] = round(row.pop("seconds") / 3600, 3)
+        row["units_per_s_dedup"] = round(row["units"] / max(row["hours"] * 3600, 1e-9), 2)
+    total_h = sum(r["hours"] for r in out.values())
+    summary = {"audio_hours": round(total_h, 3), "utterances": sum(r["utterances"] for r in out.values()),
+               "units_per_s_dedup": round(sum(r["units"] for r in out.values()) / max(total_h * 3600, 1e-9), 2),
+               "by_split_and_purpose": out}
+    for name, blob in (("speech_stats.json", summary),
+                       ("stats.json", {**json.loads((data.path / "stats.json").read_text()), "speech": summary})):
+        tmp = data.path / f".{name}.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(blob, indent=2))
+        os.replace(tmp, data.path / name)
+    data.stats["speech"] = summary
+    return summary
