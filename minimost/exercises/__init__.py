@@ -8,6 +8,8 @@ yours to fill in), reference solutions in `minimost/exercises/solutions/chNN.py`
     MINIMOST_EXERCISES=student pytest tests/exercises        # also checks your stubs
     MINIMOST_EXERCISES=student pytest tests/exercises/test_ch01.py -k topk   # one exercise
 
-Chapters: ch01 (notebooks/01_moe_from_scratch.ipynb), ch02 (notebooks/02_mamoe.ipynb).
+Chapters: ch00 (notebooks/00_setup_and_tour.ipynb), ch01 (notebooks/01_moe_from_scratch.ipynb),
+ch02 (notebooks/02_mamoe.ipynb), ch03 (notebooks/03_speech_units.ipynb), ch04
+(notebooks/04_pretrain_text_moe.ipynb).
 Try before you read the solutions.
 """
