@@ -271,6 +271,13 @@ class Trainer:
         self.log_path = self.run_dir / "log.jsonl"
         if resume is not None:
             self._resume(resume)
+        elif self.main and ckpt.latest_checkpoint(self.ckpt_root) is not None:
+            # A fresh run here would interleave its log and checkpoints with the earlier run's.
+            raise ckpt.CheckpointError(
+                f"{self.run_dir} already holds a run (checkpoints in {self.ckpt_root}). Resume it with "
+                f"--resume {self.run_dir}, pick another name (--set train.run_name=...), or delete the folder.")
+        elif self.main and self.log_path.exists():
+            self.log_path.unlink()   # a run that died before its first checkpoint: start its log afresh
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(json.dumps(self.config, indent=2, sort_keys=True))

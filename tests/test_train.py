@@ -353,3 +353,18 @@ def test_no_bias_update_when_off(tmp_path, monkeypatch):
     monkeypatch.setattr(MoE, "update_bias", lambda self, load: calls.append(load))
     run(tmp_path, cfg=make_cfg(steps=2))
     assert calls == []
+
+
+def test_a_fresh_run_refuses_a_folder_that_holds_a_run(tmp_path):
+    """Training again into a finished run's folder without --resume would interleave two runs' logs."""
+    from minimost.checkpoint import CheckpointError
+    from minimost.config import TrainConfig, preset
+    from minimost.train import run_training
+
+    cfg = TrainConfig(steps=2, batch_size=2, seq_len=16, log_every=1, eval_every=2, ckpt_every=2, warmup_steps=1,
+                      out_dir=str(tmp_path), run_name="r")
+    run_training(preset("micro"), cfg, preset="micro", progress=False)
+    lines = (tmp_path / "r" / "log.jsonl").read_text().splitlines()
+    with pytest.raises(CheckpointError, match="--resume"):
+        run_training(preset("micro"), cfg, preset="micro", progress=False)
+    assert (tmp_path / "r" / "log.jsonl").read_text().splitlines() == lines

@@ -10,6 +10,7 @@ yours to fill in), reference solutions in `minimost/exercises/solutions/chNN.py`
 
 Chapters: ch00 (notebooks/00_setup_and_tour.ipynb), ch01 (notebooks/01_moe_from_scratch.ipynb),
 ch02 (notebooks/02_mamoe.ipynb), ch03 (notebooks/03_speech_units.ipynb), ch04
-(notebooks/04_pretrain_text_moe.ipynb).
+(notebooks/04_pretrain_text_moe.ipynb), ch05 (notebooks/05_asr_tts_posttraining.ipynb), ch06
+(notebooks/06_instruction_tuning_and_spoken_qa.ipynb), ch07 (notebooks/07_evaluation_and_ablations.ipynb).
 Try before you read the solutions.
 """
