@@ -1,11 +1,8 @@
 """Chapter 2 exercises (minimost/exercises/ch02.py) checked against minimost.moe.Router."""
 
-import inspect
-
 import pytest
 import torch
 
-import minimost.exercises.ch02 as stubs
 import minimost.exercises.solutions.ch02 as solutions
 from minimost.config import AUDIO, SPECIAL, TEXT, ModelConfig
 from minimost.moe import MoE
@@ -36,18 +33,6 @@ def route(moe: MoE, seed=1):
     weights, indices, stats = moe.router(x, MARKS_BT, VALID_BT)
     logits = x.reshape(-1, D) @ moe.router.gate.weight.T
     return logits.detach(), weights, indices, stats
-
-
-def _params(fn):
-    return [(p.name, p.default, p.kind) for p in inspect.signature(fn).parameters.values()]
-
-
-def test_stubs_match_solutions():
-    names = [n for n, f in inspect.getmembers(stubs, inspect.isfunction) if f.__module__ == stubs.__name__]
-    assert names, "no exercises found"
-    for name in names:
-        assert _params(getattr(stubs, name)) == _params(getattr(solutions, name)), name
-        assert getattr(stubs, name).__doc__
 
 
 GROUPS = [None, ((0, 2, 4, 6), (1, 3, 5, 7))]  # MoST's index halves, and explicit interleaved groups

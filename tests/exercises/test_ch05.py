@@ -1,13 +1,10 @@
 """Chapter 5 exercises (minimost/exercises/ch05.py) checked against minimost.moe, .transform and .continuous."""
 
 import dataclasses
-import inspect
 
 import pytest
 import torch
 
-import minimost.exercises.ch05 as stubs
-import minimost.exercises.solutions.ch05 as solutions
 from minimost.config import TEXT, preset
 from minimost.continuous import splice
 from minimost.model import MAMoELM
@@ -22,18 +19,6 @@ TEXTS = ["the red fox sees the blue bird", "a small dog runs to the old house", 
 @pytest.fixture
 def ex(ex_kind, load):
     return load(ex_kind, "ch05")
-
-
-def _params(fn):
-    return [(p.name, p.default, p.kind) for p in inspect.signature(fn).parameters.values()]
-
-
-def test_stubs_match_solutions():
-    names = [n for n, f in inspect.getmembers(stubs, inspect.isfunction) if f.__module__ == stubs.__name__]
-    assert names, "no exercises found"
-    for name in names:
-        assert _params(getattr(stubs, name)) == _params(getattr(solutions, name)), name
-        assert getattr(stubs, name).__doc__
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -1,13 +1,10 @@
 """Chapter 7 exercises (minimost/exercises/ch07.py) checked against minimost.wer, .evaluate, .ablate and .moe."""
 
 import dataclasses
-import inspect
 
 import pytest
 import torch
 
-import minimost.exercises.ch07 as stubs
-import minimost.exercises.solutions.ch07 as solutions
 from minimost.ablate import aggregate, compare
 from minimost.config import AUDIO, TEXT, preset
 from minimost.evaluate import pair_accuracy
@@ -18,18 +15,6 @@ from minimost.wer import wer_report
 @pytest.fixture
 def ex(ex_kind, load):
     return load(ex_kind, "ch07")
-
-
-def _params(fn):
-    return [(p.name, p.default, p.kind) for p in inspect.signature(fn).parameters.values()]
-
-
-def test_stubs_match_solutions():
-    names = [n for n, f in inspect.getmembers(stubs, inspect.isfunction) if f.__module__ == stubs.__name__]
-    assert names, "no exercises found"
-    for name in names:
-        assert _params(getattr(stubs, name)) == _params(getattr(solutions, name)), name
-        assert getattr(stubs, name).__doc__
 
 
 @pytest.mark.parametrize("refs,hyps", [
