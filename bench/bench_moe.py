@@ -1,100 +1,109 @@
-"""Benchmark one MAMoE layer, forward + backward, across dispatch implementations.
+"""Benchmark one MAMoE layer, forward + backward, against its peers in the same run.
 
-    python bench/bench_moe.py                          # tiny shape, CPU fp32 (or CUDA bf16 if present)
-    python bench/bench_moe.py --shape small --tokens 16384 --out moe.jsonl
-    python bench/bench_moe.py --shape most --device cuda --compile
+    python bench/bench_moe.py                                    # tiny/small/most shapes on this CPU, eager
+    python bench/bench_moe.py --shape tiny --dtype bfloat16 --compile --out moe_compile.jsonl
+    python bench/bench_moe.py --smoke                            # seconds: the tiny shape, 64 tokens
+    # on a GPU (what to run when one is available; bf16, 4 k and 16 k tokens, eager and compiled,
+    # plus a host-sync check of every arm under torch.cuda.set_sync_debug_mode("error")):
+    python bench/bench_moe.py --device cuda --shape tiny small most --tokens 4096 16384 --compile \
+        --out bench/results/moe_<gpu>.jsonl
 
-Implementations (all the same layer: fp32 router, top-k within the token's modality group, routed +
-shared experts):
-    grouped          minimost's default: sort by expert + grouped_mm, no host sync
-    loop             minimost's readable per-expert loop (the test oracle)
-    dense            minimost's reference: every expert on every token (E/K times the work)
-    most_mask_loop   MoST's training dispatch re-expressed from most-reference.md §2.6: repeat each token
-                     K times, a boolean mask per expert in a Python loop over *all* experts, write into
-                     an empty buffer, reshape to (N, K, D), weight, sum
-    swiglu_roofline  a dense SwiGLU with the same active hidden width (K + n_shared)·H: what the layer
-                     would cost with perfect dispatch (no router, no permutation)
+Shapes (d_model, expert hidden H, experts E, top-k K, shared S), taken from minimost's presets:
+tiny (128, 192, 16, 2, 1), small (512, 512, 32, 4, 2) and most = MoST's full MoE layer
+(2048, 1408, 64, 6, 2: DeepSeek-V2-Lite's block). Inputs: half text, half audio tokens per sequence.
+On CPU the default token counts are reduced (most: 256 and 1024 instead of 16 384) to keep a run within
+minutes; the GPU defaults are 4096 and 16 384.
 
-One JSON line per measurement: impl, shape, tokens, device, dtype, threads, ms (median), TFLOP/s (useful
-fwd+bwd FLOPs, the same count for every impl), ratio_vs_grouped (ms / grouped ms; > 1 is slower).
+Arms, all on the same weights (one `minimost.moe.MoE`, seed 0):
+    grouped          minimost's default dispatch: sort by expert + grouped_mm, no host sync (the ratio base)
+    grouped+compile  the same under torch.compile(fullgraph=True) (--compile); grouped_mm compiles in bf16
+                     only, so an fp32 attempt is recorded as a row with an `error` field
+    loop             minimost's readable per-expert loop (the test oracle); it slices the stacked weights per
+                     expert (`w[e]`), whose backward costs E full-size gradient buffers: very slow at E = 64
+                     on CPU (see bench/most_dispatch.py and docs/performance.md)
+    most_mask_loop   MoST's training dispatch (bench/most_dispatch.py): repeat each token K times, a
+                     boolean mask per expert over all E experts, write into an empty buffer, weight, sum;
+                     E separate expert modules as in MoST (copies of the same weights)
+    hf_grouped_mm    transformers' DeepseekV2Moe with experts_implementation="grouped_mm" (bench/hf_deepseek.py;
+                     its own plain top-k router, no modality mask: same FLOPs, different expert choice)
+    hf_eager         the same block with its "eager" experts (a loop over the experts that got tokens)
+    dense            minimost's dense reference, every expert on every token (E/K x the work; opt-in)
+    swiglu_roofline  a dense SwiGLU of hidden (K + S)*H, the same active parameters without a router or
+                     permutation: what the layer would cost with free dispatch (+compile with --compile)
 
-On CPU, grouped_mm is itself a per-group matmul loop (performance-anchors §1.3) and there is no kernel
-launch cost, so grouped ≈ loop there; the dispatch matters on a GPU, where every per-expert host sync
-and small kernel counts. On a shared 2-core box, use --threads 1: OpenMP spinning against other
-processes otherwise inflates the many-small-ops implementations most.
+Timing: each arm is warmed up (compile time is recorded as `compile_s`), then the arms are timed in
+interleaved rounds (one step of each arm per round) so a load change on a shared machine hits all arms
+alike; `ms` is the median over rounds, `ms_min` the fastest. An eager arm whose first step exceeds
+--max-step-s (CPU default 20 s) is not repeated: its row has `single_step: true` and that one time. A step = forward, backward with a fixed
+random output gradient (and the balance loss's gradient), parameter gradients dropped (set to None).
+On CUDA every measurement is bracketed by torch.cuda.synchronize().
+
+FLOPs (counted explicitly, not profiled): the useful work of the layer, the same for every MoE arm:
+    forward  = 2*N*D*E  (router logits)  +  2*N*3*D*H*(K + S)  (gate, up, down of K routed + S shared experts)
+    fwd+bwd  = 3 * forward  (backward = grad wrt inputs + grad wrt weights = 2 x forward)
+and for the roofline 3 * 2*N*3*D*(K + S)*H. Softmax, top-k, permutations, SiLU and the weighted sum are
+not counted. TFLOP/s = FLOPs / median time. `ratio_vs_grouped` = ms / (grouped eager ms), > 1 = slower.
+
+Host syncs: on CUDA each arm also runs one step under torch.cuda.set_sync_debug_mode("error"); the row's
+`host_sync_free` is True when no synchronising call happened (minimost's grouped path should be).
+On CPU, grouped_mm is itself a per-group matmul loop and there are no kernel launches, so grouped ≈ loop:
+the dispatch matters on a GPU. On a shared 2-core box prefer --threads 1 (OpenMP threads spinning
+against other processes inflate the many-small-ops arms most).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import re
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from _meta import write_results
 
-from minimost.config import AUDIO, TEXT, ModelConfig
-from minimost.moe import MoE, SwiGLU
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _meta, most_dispatch, hf_deepseek
+from _meta import write_results  # noqa: E402
+from hf_deepseek import hf_available, hf_moe_from_minimost  # noqa: E402
+from most_dispatch import most_experts_from_minimost, most_mask_loop_forward  # noqa: E402
 
-# (d_model, expert_hidden, n_experts, top_k, n_shared): the presets' MoE shapes (config.py).
-SHAPES = {
-    "tiny": (128, 192, 16, 2, 1),
-    "small": (512, 512, 32, 4, 2),
-    "most": (2048, 1408, 64, 6, 2),
-}
-IMPLS = ("grouped", "loop", "dense", "most_mask_loop", "swiglu_roofline")
+from minimost.config import AUDIO, TEXT, preset  # noqa: E402
+from minimost.moe import MoE, SwiGLU  # noqa: E402
 
-
-def most_mask_loop_forward(moe: MoE, x_BTD, marks_BT, valid_BT):
-    """MoST's training-time dispatch (most-reference.md §2.6), on minimost's router and weights."""
-    B, T, D = x_BTD.shape
-    K = moe.cfg.top_k
-    weights_NK, indices_NK, stats = moe.router(x_BTD, marks_BT, valid_BT)
-    x_ND = x_BTD.reshape(B * T, D)
-    x_AD = x_ND.repeat_interleave(K, dim=0)                    # (N*K, D): each token K times
-    expert_A = indices_NK.reshape(-1)                          # (N*K,)
-    y_AD = torch.empty_like(x_AD)
-    ex = moe.experts
-    for e in range(moe.cfg.n_experts):                         # every expert, even when it has no token
-        mask_A = expert_A == e                                 # boolean mask -> a host sync per expert
-        h = x_AD[mask_A]
-        y_AD[mask_A] = (F.silu(h @ ex.w_gate[e].T) * (h @ ex.w_up[e].T)) @ ex.w_down[e].T
-    y_ND = (y_AD.view(B * T, K, D).float() * weights_NK[:, :, None]).sum(dim=1).to(x_BTD.dtype)
-    if moe.shared is not None:
-        y_ND = y_ND + moe.shared(x_ND)
-    return y_ND.view(B, T, D), stats
+SHAPES = ("tiny", "small", "most")
+IMPLS = ("grouped", "loop", "most_mask_loop", "hf_grouped_mm", "hf_eager", "dense", "swiglu_roofline")
+DEFAULT_IMPLS = tuple(i for i in IMPLS if i != "dense")
+COMPILABLE = ("grouped", "hf_grouped_mm", "swiglu_roofline")
+CPU_TOKENS = {"tiny": (512, 2048), "small": (512, 2048), "most": (256, 1024)}
+GPU_TOKENS = (4096, 16384)
 
 
-def useful_flops(cfg: ModelConfig, n_tokens: int) -> float:
-    """fwd+bwd FLOPs of the useful work (3 × forward): router + K routed experts + shared experts."""
-    d, h = cfg.d_model, cfg.expert_hidden
-    fwd = 2 * n_tokens * (d * cfg.n_experts + 3 * d * h * (cfg.top_k + cfg.n_shared_experts))
-    return 3.0 * fwd
+def shape_config(shape: str):
+    """The MoE part of a preset: d_model, expert hidden, E, K, shared experts, MoST's routing rule."""
+    return preset(shape)
 
 
-def time_it(fn, device: str, warmup: int, repeats: int) -> float:
-    """Median wall time of fn() in milliseconds, after warm-up."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+def shape_dims(cfg) -> dict:
+    return dict(d=cfg.d_model, h=cfg.expert_hidden, experts=cfg.n_experts, top_k=cfg.top_k,
+                shared=cfg.n_shared_experts)
 
 
-def make_inputs(cfg: ModelConfig, n_tokens: int, device: str, dtype: torch.dtype, seq_len: int = 512):
+def layer_flops(cfg, n_tokens: int) -> float:
+    """fwd+bwd FLOPs of the layer's useful work (see the module docstring)."""
+    d, h, k, s = cfg.d_model, cfg.expert_hidden, cfg.top_k, cfg.n_shared_experts
+    return 3.0 * (2 * n_tokens * d * cfg.n_experts + 2 * n_tokens * 3 * d * h * (k + s))
+
+
+def roofline_flops(cfg, n_tokens: int) -> float:
+    d, h, k, s = cfg.d_model, cfg.expert_hidden, cfg.top_k, cfg.n_shared_experts
+    return 3.0 * 2 * n_tokens * 3 * d * (k + s) * h
+
+
+def make_inputs(cfg, n_tokens: int, device: str, dtype: torch.dtype, seq_len: int = 512):
     """Half text, half audio tokens in every sequence (a post-training ASR/TTS-like mix), no padding."""
-    B = max(1, n_tokens // seq_len)
-    T = n_tokens // B
+    T = min(seq_len, n_tokens)
+    B = max(1, n_tokens // T)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(B, T, cfg.d_model, generator=g).to(device, dtype)
     marks = torch.full((B, T), TEXT, dtype=torch.long)
@@ -102,84 +111,242 @@ def make_inputs(cfg: ModelConfig, n_tokens: int, device: str, dtype: torch.dtype
     return x, marks.to(device), torch.ones(B, T, dtype=torch.bool, device=device)
 
 
-def bench_shape(shape: str, n_tokens: int, device: str, dtype: torch.dtype, impls, warmup: int,
-                repeats: int, compile_: bool):
-    d, h, e, k, n_shared = SHAPES[shape]
-    cfg = ModelConfig(d_model=d, expert_hidden=h, n_experts=e, top_k=k, n_shared_experts=n_shared,
-                      init_std=0.02)
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _first_line(err: BaseException) -> str:
+    """The most informative line of an error (Dynamo wraps the real cause), at most 300 characters."""
+    text = f"{type(err).__name__}: {err}"
+    inner = re.search(r"(Expected[^'\"\n]*)", text)  # e.g. grouped_mm's dtype check, wrapped by Dynamo
+    if inner:
+        return inner.group(1)[:300]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for key in ("Expected", "not supported", "Error"):
+        hit = next((ln for ln in lines if key in ln and "when making fake tensor call" not in ln), None)
+        if hit:
+            return hit[:300]
+    return lines[0][:300] if lines else type(err).__name__
+
+
+class Arm:
+    """One implementation at one shape: a zero-argument step() that runs forward + backward."""
+
+    def __init__(self, impl: str, compiled: bool, step, params, flops: float):
+        self.impl, self.compiled, self.step, self.params, self.flops = impl, compiled, step, params, flops
+        self.times: list[float] = []
+        self.error: str | None = None
+        self.compile_s: float | None = None
+        self.host_sync_free: bool | None = None
+        self.sync_error: str | None = None
+        self.single_step = False  # True: slower than --max-step-s, only one (first) step was timed
+
+    def run(self) -> None:
+        self.step()
+        for p in self.params:
+            p.grad = None
+
+
+def build_arms(cfg, x, marks, valid, impls, compile_: bool, device: str, dtype: torch.dtype) -> list[Arm]:
     torch.manual_seed(0)
     moe = MoE(cfg).to(device, dtype)
-    roofline = SwiGLU(d, (k + n_shared) * h).to(device, dtype)
-    x, marks, valid = make_inputs(cfg, n_tokens, device, dtype)
-    n_tokens = x.shape[0] * x.shape[1]
     grad_y = torch.randn_like(x)
+    n_tokens = x.shape[0] * x.shape[1]
+    moe_params = list(moe.parameters())
 
-    def step_for(impl):
-        if impl == "swiglu_roofline":
-            fwd = torch.compile(roofline) if compile_ else roofline
-
-            def step():
-                xx = x.detach().requires_grad_()
-                fwd(xx).backward(grad_y)
-            return step
-        if impl == "most_mask_loop":
-            forward = lambda xx: most_mask_loop_forward(moe, xx, marks, valid)
-        else:
-            layer = MoE(dataclasses.replace(cfg, dispatch=impl)).to(device, dtype)
-            layer.load_state_dict(moe.state_dict())
-            # only the grouped path compiles as one graph; the loops would graph-break per expert
-            layer_fn = torch.compile(layer, fullgraph=True) if compile_ and impl == "grouped" else layer
-            forward = lambda xx: layer_fn(xx, marks, valid, check_inputs=False)
-
+    def moe_step(forward):
         def step():
             xx = x.detach().requires_grad_()
             y, stats = forward(xx)
             torch.autograd.backward([y, stats.balance_loss], [grad_y, torch.ones_like(stats.balance_loss)])
         return step
 
-    rows = []
+    def minimost_forward(dispatch: str, compiled: bool):
+        # one set of weights: the dispatch is an attribute read at forward time
+        def fwd(xx):
+            moe.experts.dispatch = dispatch
+            return moe(xx, marks, valid, check_inputs=False)
+        if not compiled:
+            return fwd
+        compiled_moe = torch.compile(moe, fullgraph=True)
+
+        def cfwd(xx):
+            moe.experts.dispatch = dispatch
+            return compiled_moe(xx, marks, valid, check_inputs=False)
+        return cfwd
+
+    arms: list[Arm] = []
     for impl in impls:
-        ms = time_it(step_for(impl), device, warmup, repeats)
-        rows.append(dict(impl=impl, shape=shape, tokens=n_tokens, device=device,
-                         dtype=str(dtype).removeprefix("torch."), threads=torch.get_num_threads(), compiled=compile_ and impl in
-                         ("grouped", "swiglu_roofline"), ms=round(ms, 3),
-                         tflops=round(useful_flops(cfg, n_tokens) / (ms * 1e-3) / 1e12, 4)))
-    grouped_ms = next((r["ms"] for r in rows if r["impl"] == "grouped"), None)
-    for r in rows:
-        r["ratio_vs_grouped"] = round(r["ms"] / grouped_ms, 3) if grouped_ms else None
+        for compiled in ([False, True] if compile_ and impl in COMPILABLE else [False]):
+            flops = layer_flops(cfg, n_tokens)
+            if impl in ("grouped", "loop", "dense"):
+                arm = Arm(impl, compiled, moe_step(minimost_forward(impl, compiled)), moe_params, flops)
+            elif impl == "most_mask_loop":
+                most_experts = most_experts_from_minimost(moe)  # E separate expert modules, as MoST has
+
+                def most_step(most_experts=most_experts):
+                    xx = x.detach().requires_grad_()
+                    # aux loss attached MoST's way (identity forward, gradient 1 in backward)
+                    y, _ = most_mask_loop_forward(moe, most_experts, xx, marks, valid)
+                    y.backward(grad_y)
+                arm = Arm(impl, compiled, most_step, moe_params + list(most_experts.parameters()), flops)
+            elif impl.startswith("hf_"):
+                if not hf_available():
+                    arm = Arm(impl, compiled, None, [], flops)
+                    arm.error = "transformers (DeepSeek-V2) not installed"
+                    arms.append(arm)
+                    continue
+                block = hf_moe_from_minimost(moe, "grouped_mm" if impl == "hf_grouped_mm" else "eager")
+                fn = torch.compile(block, fullgraph=True) if compiled else block
+
+                def hf_step(fn=fn):
+                    xx = x.detach().requires_grad_()
+                    fn(xx).backward(grad_y)
+                arm = Arm(impl, compiled, hf_step, list(block.parameters()), flops)
+            elif impl == "swiglu_roofline":
+                torch.manual_seed(0)
+                roof = SwiGLU(cfg.d_model, (cfg.top_k + cfg.n_shared_experts) * cfg.expert_hidden).to(device, dtype)
+                fn = torch.compile(roof) if compiled else roof
+
+                def roof_step(fn=fn):
+                    xx = x.detach().requires_grad_()
+                    fn(xx).backward(grad_y)
+                arm = Arm(impl, compiled, roof_step, list(roof.parameters()), roofline_flops(cfg, n_tokens))
+            else:
+                raise ValueError(impl)
+            arms.append(arm)
+    return arms
+
+
+def check_host_sync(arm: Arm, device: str) -> None:
+    """CUDA only: one step under sync-debug mode "error"; record whether any host sync happened."""
+    if not device.startswith("cuda") or arm.error:
+        return
+    _sync(device)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        arm.run()
+        arm.host_sync_free = True
+    except RuntimeError as err:
+        arm.host_sync_free = False
+        arm.sync_error = _first_line(err)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        _sync(device)
+
+
+def bench_shape(shape: str, n_tokens: int, device: str, dtype: torch.dtype, impls, warmup: int,
+                repeats: int, compile_: bool, log=print, max_step_s: float | None = None) -> list[dict]:
+    cfg = shape_config(shape)
+    x, marks, valid = make_inputs(cfg, n_tokens, device, dtype)
+    n_tokens = x.shape[0] * x.shape[1]
+    arms = build_arms(cfg, x, marks, valid, impls, compile_, device, dtype)
+
+    slow = set()
+    for arm in arms:  # warm-up (and compilation); a failure becomes the row's error
+        if arm.error:
+            continue
+        t0 = time.perf_counter()
+        try:
+            for _ in range(max(1, warmup)):
+                _sync(device)
+                t1 = time.perf_counter()
+                arm.run()
+                _sync(device)
+                step_s = time.perf_counter() - t1
+                if max_step_s and step_s > max_step_s and not arm.compiled:
+                    # too slow to repeat in this run's budget: report this one (warm-up) step only
+                    arm.times, arm.single_step = [step_s * 1e3], True
+                    slow.add(id(arm))
+                    break
+        except Exception as err:  # noqa: BLE001 - any failure is a result to record, not a crash
+            arm.error = _first_line(err)
+            if arm.compiled:
+                torch._dynamo.reset()
+        if arm.compiled:
+            arm.compile_s = round(time.perf_counter() - t0, 2)
+        check_host_sync(arm, device)
+
+    live = [a for a in arms if not a.error and id(a) not in slow]
+    for _ in range(repeats):  # interleaved rounds: a load change hits every arm alike
+        for arm in live:
+            _sync(device)
+            t0 = time.perf_counter()
+            arm.run()
+            _sync(device)
+            arm.times.append((time.perf_counter() - t0) * 1e3)
+
+    base = next((statistics.median(a.times) for a in arms if a.impl == "grouped" and not a.compiled and a.times),
+                None)
+    rows = []
+    for arm in arms:
+        row = dict(bench="moe_layer", impl=arm.impl, compiled=arm.compiled, shape=shape, **shape_dims(cfg),
+                   tokens=n_tokens, device=device, dtype=str(dtype).removeprefix("torch."),
+                   threads=torch.get_num_threads(), gflop=round(arm.flops / 1e9, 3))
+        if arm.times:
+            ms = statistics.median(arm.times)
+            row.update(ms=round(ms, 3), ms_min=round(min(arm.times), 3), repeats=len(arm.times),
+                       tflops=round(arm.flops / (ms * 1e-3) / 1e12, 4),
+                       ratio_vs_grouped=round(ms / base, 3) if base else None)
+            if arm.single_step:
+                row["single_step"] = True
+        if arm.compile_s is not None:
+            row["compile_s"] = arm.compile_s
+        if arm.host_sync_free is not None:
+            row["host_sync_free"] = arm.host_sync_free
+            if arm.sync_error:
+                row["sync_error"] = arm.sync_error
+        if arm.error:
+            row["error"] = arm.error
+        rows.append(row)
+        log(json.dumps(row))
     return rows
 
 
-def main() -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--shape", nargs="+", default=["tiny"], choices=list(SHAPES))
-    parser.add_argument("--tokens", type=int, default=None, help="tokens per step (default: 2048 CPU, 16384 CUDA)")
+    parser.add_argument("--shape", nargs="+", default=list(SHAPES), choices=SHAPES)
+    parser.add_argument("--tokens", type=int, nargs="+", default=None,
+                        help="tokens per step (default: CPU tiny/small 512 2048, most 256 1024; CUDA 4096 16384)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
                         help="default: bfloat16 on CUDA, float32 on CPU")
-    parser.add_argument("--impl", nargs="+", default=list(IMPLS), choices=IMPLS)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--impl", nargs="+", default=list(DEFAULT_IMPLS), choices=IMPLS)
+    parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--compile", action="store_true", help="torch.compile grouped and the roofline (bf16)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time torch.compile'd grouped, hf_grouped_mm and roofline arms")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
-    args = parser.parse_args()
+    parser.add_argument("--max-step-s", type=float, default=None,
+                        help="an eager arm whose first step takes longer is timed once, not repeated "
+                             "(its row says single_step); default: 20 on CPU, none on CUDA")
+    parser.add_argument("--smoke", action="store_true", help="seconds-long check: tiny shape, 64 tokens, 1 repeat")
+    parser.add_argument("--out", default=None, help="also write the JSON lines (after a meta line) to this file")
+    parser.add_argument("--notes", default="", help="a sentence for the meta line (shown in docs/performance.md)")
+    args = parser.parse_args(argv)
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    dtype = getattr(torch, args.dtype or ("bfloat16" if args.device == "cuda" else "float32"))
-    if args.compile and dtype != torch.bfloat16:
-        parser.error("--compile needs --dtype bfloat16: grouped_mm's compiled kernel is bf16 only.")
-    tokens = args.tokens or (16384 if args.device == "cuda" else 2048)
+    if args.max_step_s is None and not args.device.startswith("cuda"):
+        args.max_step_s = 20.0
+    if args.smoke:
+        args.shape, args.tokens, args.warmup, args.repeats = ["tiny"], [64], 1, 1
+    dtype = getattr(torch, args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"))
     impls = ["grouped"] + [i for i in args.impl if i != "grouped"]  # grouped first: it is the ratio base
     rows = []
     for shape in args.shape:
-        for row in bench_shape(shape, tokens, args.device, dtype, impls, args.warmup, args.repeats, args.compile):
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+        if args.tokens:
+            token_counts = args.tokens
+        else:
+            token_counts = GPU_TOKENS if args.device.startswith("cuda") else CPU_TOKENS[shape]
+        for n in token_counts:
+            rows += bench_shape(shape, n, args.device, dtype, impls, args.warmup, args.repeats, args.compile,
+                                log=lambda s: print(s, flush=True), max_step_s=args.max_step_s)
     if args.out:
-        write_results(args.out, "moe", rows)
+        write_results(args.out, "moe", rows, notes=args.notes)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -154,8 +154,16 @@ def render_speech(data, kit: SpeechKit, cache_dir, progress: bool = True) -> dic
     The tokenizer is extended with one token per unit (`Tokenizer.with_units`, text ids unchanged) and
     records the unit artefact id; returns the per-task token statistics.
     """
-    from minimost.data.build import render_speech_tasks
+    from minimost.data.build import SPEECH_TASKS, render_speech_tasks
     units = speech_units(data, kit, cache_dir, progress=progress)
+    done = data.path / "tokenizer_units"
+    if (done.exists() and data.unit_tokenizer().unit_artefact == kit.units.artefact_id
+            and all((data.path / "tokens" / t).exists() for t in SPEECH_TASKS)
+            and (data.path / "speech_stats.json").exists()):
+        # Rendered already with these units: leave the files alone (another process may be reading them).
+        pools = {t: data.dataset(f"tokens/{t}") for t in SPEECH_TASKS}
+        return {t: {s: {"examples": len(ds[s]), "tokens": int(sum(ds[s]["length"]))} for s in ("train", "valid")}
+                for t, ds in pools.items()}
     stats = render_speech_tasks(data, units, kit.units.num_units, unit_artefact=kit.units.artefact_id)
     speech_stats(data, units, cache_dir)
     return stats
