@@ -593,7 +593,11 @@ def run_ablation(preset: str, arms: Sequence[str], seeds: Sequence[int], *, data
         if kit is None:
             raise ConfigError("the default metrics (minimost.evaluate) need the speech kit: pass kit=..., or "
                               "pass metrics_fn (e.g. minimost.ablate.loss_metrics).")
-        metrics_fn = evaluate_metrics(kit)
+        from minimost.evaluate import EvalConfig
+        # Every arm is measured on the same sets; the TTS ceilings do not depend on the arm, so they
+        # are left to `minimost eval` on a run (they cost as much as the rest of the TTS evaluation).
+        metrics_fn = evaluate_metrics(kit, ("asr", "tts", "slm", "sqa", "text"),
+                                      EvalConfig(max_asr=100, max_tts=50, ceilings=False))
     metrics_name = metrics_name or getattr(metrics_fn, "__name__", "metrics")
     base, stage0, trains = ablation_configs(preset, overrides, steps)
     try:
