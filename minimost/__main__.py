@@ -142,7 +142,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"written: {Path(args.run) / 'eval.json'} and {refresh_report(args.run)}")
     if args.publish:
         from minimost.evaluate import publish
-        print(f"published: {publish(args.run, REPO_ROOT)} and the README's results table")
+        print(f"published: {publish(args.run, REPO_ROOT, args.note)} and the README's results table")
     return 0
 
 
@@ -282,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="data cache folder (default: the one the run used)")
     p.add_argument("--publish", action="store_true",
                    help="also write docs/results/<preset>.json and regenerate the README's results table")
+    p.add_argument("--note", default="", help="with --publish: one sentence shown under the table")
     for name, what in (("asr", "utterances per split"), ("tts", "sentences"), ("slm", "pairs per set"),
                        ("sqa", "questions")):
         p.add_argument(f"--max-{name}", type=int, help=f"evaluate at most this many {what}")

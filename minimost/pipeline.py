@@ -267,6 +267,8 @@ def run_pipeline(preset: str, overrides: list[str] | None = None, data_dir: str 
 def _finish(report: dict, timings: dict, t_start: float, run_root: Path, not_built: list[str]) -> dict:
     report["not_built"] = not_built
     report["timings_s"] = timings | {"total": round(time.perf_counter() - t_start, 1)}
+    # Times on a shared machine depend on what else ran: the 1/5/15-minute load averages say how busy it was.
+    report["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     _write_text(run_root / "report.json", json.dumps(report, indent=2) + "\n")
     _write_text(run_root / "report.md", render_report(report, run_root))
     print(f"report: {run_root / 'report.md'}")
@@ -309,7 +311,8 @@ def _last_eval(run_dir) -> dict:
 def render_report(report: dict, run_root: Path | None = None) -> str:
     """report.md: configuration, time per stage, machine, the evaluation table, examples and plots."""
     lines = [f"# minimost run: preset `{report['preset']}`", "",
-             f"Machine: {report['machine']} (Python {report['python']}). Run folder: `{report['run']}`.", "",
+             f"Machine: {report['machine']} (Python {report['python']}; load average at the end "
+             f"{report.get('load_average_at_end', '?')}). Run folder: `{report['run']}`.", "",
              "## Time per stage", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report["timings_s"].items()]
     eval_path = Path(run_root) / "eval.json" if run_root is not None else None
