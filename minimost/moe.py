@@ -307,13 +307,15 @@ class Experts(nn.Module):
         what makes this slow on a GPU (performance-anchors §1.1) and why it is not the default.
         """
         (N, D), K = x_ND.shape, indices_NK.shape[1]
-        w_gate, w_up, w_down = self._weights(_compute_dtype(x_ND))
-        out_NKD = x_ND.new_zeros(N, K, D, dtype=w_gate.dtype)
-        for e in range(w_gate.shape[0]):
+        # unbind, not w[e]: the backward of E separate index ops would build E full-size (E, H, D)
+        # gradients, a cost that grows with E² (46.5 s -> 1.8 s at MoST's layer shape, bench/bench_moe.py).
+        w_gate, w_up, w_down = (w.unbind(0) for w in self._weights(_compute_dtype(x_ND)))
+        out_NKD = x_ND.new_zeros(N, K, D, dtype=w_gate[0].dtype)
+        for e in range(len(w_gate)):
             token_idx, slot_idx = torch.where(indices_NK == e)  # the n_e pairs routed to expert e
             if token_idx.numel() == 0:
                 continue
-            x_eD = x_ND[token_idx].to(w_gate.dtype)                            # (n_e, D)
+            x_eD = x_ND[token_idx].to(w_gate[e].dtype)                         # (n_e, D)
             h_eH = F.silu(x_eD @ w_gate[e].T) * (x_eD @ w_up[e].T)            # (n_e, H)
             out_NKD[token_idx, slot_idx] = h_eH @ w_down[e].T                  # (n_e, D) into its slots
         return out_NKD
