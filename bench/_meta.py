@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shlex
 import sys
 
@@ -40,3 +41,17 @@ def write_results(path: str, kind: str, rows: list[dict], notes: str = "", **ext
     with open(path, "w") as f:
         for row in [meta, *rows]:
             f.write(json.dumps(row) + "\n")
+
+
+def error_summary(err: BaseException) -> str:
+    """The most informative line of an error (Dynamo wraps the real cause), at most 300 characters."""
+    text = f"{type(err).__name__}: {err}"
+    inner = re.search(r"(Expected[^'\"\n]*)", text)  # e.g. grouped_mm's dtype check, wrapped by Dynamo
+    if inner:
+        return inner.group(1)[:300]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for key in ("Expected", "not supported", "Error"):
+        hit = next((ln for ln in lines if key in ln and "when making fake tensor call" not in ln), None)
+        if hit:
+            return hit[:300]
+    return lines[0][:300] if lines else type(err).__name__

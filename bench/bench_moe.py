@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 import time
@@ -65,7 +64,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _meta, most_dispatch, hf_deepseek
-from _meta import write_results  # noqa: E402
+from _meta import error_summary, write_results  # noqa: E402
 from hf_deepseek import hf_available, hf_moe_from_minimost  # noqa: E402
 from most_dispatch import most_experts_from_minimost, most_mask_loop_forward  # noqa: E402
 
@@ -115,20 +114,6 @@ def make_inputs(cfg, n_tokens: int, device: str, dtype: torch.dtype, seq_len: in
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-
-
-def _first_line(err: BaseException) -> str:
-    """The most informative line of an error (Dynamo wraps the real cause), at most 300 characters."""
-    text = f"{type(err).__name__}: {err}"
-    inner = re.search(r"(Expected[^'\"\n]*)", text)  # e.g. grouped_mm's dtype check, wrapped by Dynamo
-    if inner:
-        return inner.group(1)[:300]
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for key in ("Expected", "not supported", "Error"):
-        hit = next((ln for ln in lines if key in ln and "when making fake tensor call" not in ln), None)
-        if hit:
-            return hit[:300]
-    return lines[0][:300] if lines else type(err).__name__
 
 
 class Arm:
@@ -231,7 +216,7 @@ def check_host_sync(arm: Arm, device: str) -> None:
         arm.host_sync_free = True
     except RuntimeError as err:
         arm.host_sync_free = False
-        arm.sync_error = _first_line(err)
+        arm.sync_error = error_summary(err)
     finally:
         torch.cuda.set_sync_debug_mode("default")
         _sync(device)
@@ -263,7 +248,7 @@ def bench_shape(shape: str, n_tokens: int, device: str, dtype: torch.dtype, impl
                     slow.add(id(arm))
                     break
         except Exception as err:  # noqa: BLE001 - any failure is a result to record, not a crash
-            arm.error = _first_line(err)
+            arm.error = error_summary(err)
             if arm.compiled:
                 torch._dynamo.reset()
         if arm.compiled:

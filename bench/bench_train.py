@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 import statistics
 import sys
 import time
@@ -39,7 +38,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _meta import loadavg, write_results  # noqa: E402
+from _meta import error_summary, loadavg, write_results  # noqa: E402
 from _meta import machine as describe_machine  # noqa: E402
 
 from minimost.config import preset  # noqa: E402
@@ -56,20 +55,6 @@ def dense_twin(cfg):
 def flops_per_token(cfg, seq: int) -> float:
     embedding = cfg.vocab_size * cfg.d_model
     return 6 * (cfg.num_active_params() - embedding) + 12 * cfg.n_layers * cfg.d_model * seq
-
-
-def _first_line(err: BaseException) -> str:
-    """The most informative line of an error (Dynamo wraps the real cause), at most 300 characters."""
-    text = f"{type(err).__name__}: {err}"
-    inner = re.search(r"(Expected[^'\"\n]*)", text)  # e.g. grouped_mm's dtype check, wrapped by Dynamo
-    if inner:
-        return inner.group(1)[:300]
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for key in ("Expected", "not supported", "Error"):
-        hit = next((ln for ln in lines if key in ln and "when making fake tensor call" not in ln), None)
-        if hit:
-            return hit[:300]
-    return lines[0][:300] if lines else type(err).__name__
 
 
 def measure(cfg, batch: int, seq: int, device: str, dtype: str, mode: str, steps: int, warmup: int) -> dict:
@@ -117,7 +102,7 @@ def measure(cfg, batch: int, seq: int, device: str, dtype: str, mode: str, steps
             step()
             result["host_sync_free"] = True
         except RuntimeError as err:
-            result["host_sync_free"], result["sync_error"] = False, _first_line(err)
+            result["host_sync_free"], result["sync_error"] = False, error_summary(err)
         finally:
             torch.cuda.set_sync_debug_mode("default")
             sync()
@@ -174,7 +159,7 @@ def main(argv=None) -> int:
                     try:
                         res = measure(cfg, args.batch, seq, args.device, dtype, mode, args.steps, args.warmup)
                     except Exception as err:  # noqa: BLE001 - a failing mode is a result, not a crash
-                        row["error"] = _first_line(err)
+                        row["error"] = error_summary(err)
                         torch._dynamo.reset()
                     else:
                         step_s = res.pop("step_s")
