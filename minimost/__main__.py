@@ -49,11 +49,6 @@ def _print_configs(model_cfg, train_cfg) -> None:
     print(json.dumps({"model": model_cfg.to_dict(), "train": train_cfg.to_dict()}, indent=2))
 
 
-def _not_built(what: str, issue: str) -> int:
-    print(f"minimost {what}: not built yet. It arrives with {issue}.", file=sys.stderr)
-    return 2
-
-
 # ------------------------------------------------------------------------------------ commands
 
 def cmd_check_env(args: argparse.Namespace) -> int:
@@ -250,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the whole pipeline for a preset and write a report",
                        description="Run every built stage of the pipeline for a preset, reusing cached outputs, "
-                                   "and say which stages are not built yet.")
+                                   "evaluate the last one and write a report.")
     _add_config_args(p, stage=False)
     p.add_argument("--data-dir", default="data/cache", help="data cache folder (default: data/cache)")
     p.add_argument("--out-dir", default="runs", help="where run folders go (default: runs)")

@@ -11,7 +11,6 @@ from minimost.data.batching import collate
 from minimost.data.build import (
     build_text_data,
     render_rows,
-    render_speech,
     render_speech_tasks,
     speech_plan,
     task_rows,
@@ -132,8 +131,6 @@ def test_speech_plan_voices_and_task_rows(world):
     text_tok = Tokenizer.train(tokenizer_texts(world), 2048, unit_budget=64)
     text_ids = render_rows(text_tok, [r for r in out["valid"] if r["task"] == "text_lm"])
     assert all(x["length"] == len(x["input_ids"]) for x in text_ids)
-    with pytest.raises(NotImplementedError, match="speech units are not built yet"):
-        render_speech(plan, "/tmp/nowhere")
 
 
 def test_build_is_cached_and_rebuilds_on_change(tmp_path):

@@ -204,20 +204,6 @@ def render_rows(tok: Tokenizer, rows: Sequence[Mapping], units: Mapping[str, Seq
     return out
 
 
-def render_speech(plan: Sequence[Mapping], out_dir: str | os.PathLike) -> tuple[dict[str, list[int]], int]:
-    """Speak the plan; return ({speech_id: deduplicated unit ids}, codebook size). The speech-kit seam.
-
-    To be filled when `minimost.speech.units` exists: `minimost.speech.corpus.build_corpus(
-    [(r["id"], r["text"], r["voice"]) for r in plan], out_dir)` synthesises the audio (train voices
-    and held-out voices are already assigned in the plan), and the unit extractor turns every
-    utterance into deduplicated unit ids. `build_text_data(..., speech=True)` calls this, then
-    `render_speech_tasks` with the result.
-    """
-    raise NotImplementedError(
-        "speech units are not built yet (minimost.speech.units); build_text_data() writes the speech plan "
-        "(speech_plan/) that this step will render.")
-
-
 # --------------------------------------------------------------------------------------------
 # The build
 # --------------------------------------------------------------------------------------------
@@ -307,13 +293,12 @@ def cache_key(world: WorldConfig, vocab_size: int, unit_budget: int, voices: tup
 def build_text_data(preset: str = "tiny", out_dir: str | os.PathLike = "data/cache", *,
                     world: WorldConfig | None = None, unit_budget: int | None = None,
                     voices: tuple[list[str], list[str]] | None = None, force: bool = False,
-                    speech: bool = False, verbose: bool = False) -> TextData:
+                    verbose: bool = False) -> TextData:
     """Build (or load from cache) the text side of a preset's dataset plus its tokenizer.
 
     `world` overrides the preset's `WorldConfig`; `voices` = (train names, held-out names) defaults
     to the speech kit's split. Returns a `TextData`; `stats` says whether the cache was hit.
-    `speech=True` also renders the speech plan (`render_speech`, the speech-kit seam) and the
-    speech tasks.
+    The speech side is rendered afterwards by `minimost.speech.kit.render_speech`.
     """
     t0 = time.perf_counter()
     preset_name = preset
@@ -324,7 +309,7 @@ def build_text_data(preset: str = "tiny", out_dir: str | os.PathLike = "data/cac
     key = cache_key(world_cfg, vocab_size, unit_budget, voices)
     out_dir = Path(out_dir)
     final = out_dir / f"{preset_name}-text-{key[:12]}"
-    if final.is_dir() and not force and not (speech and not (final / "tokenizer_units").exists()):
+    if final.is_dir() and not force:
         stats = json.loads((final / "stats.json").read_text())
         stats["cache"] = {"hit": True, "load_seconds": round(time.perf_counter() - t0, 3)}
         return TextData(final, Tokenizer.load(final / "tokenizer"), stats)
@@ -349,11 +334,7 @@ def build_text_data(preset: str = "tiny", out_dir: str | os.PathLike = "data/cac
         raise
     stats = json.loads((final / "stats.json").read_text())
     stats["cache"] = {"hit": False}
-    data = TextData(final, Tokenizer.load(final / "tokenizer"), stats)
-    if speech:
-        units, n_units = render_speech(data.dataset("speech_plan").to_list(), final / "speech")
-        data.stats["speech_tokens"] = render_speech_tasks(data, units, n_units)
-    return data
+    return TextData(final, Tokenizer.load(final / "tokenizer"), stats)
 
 
 def _build_into(tmp: Path, preset_name: str, world_cfg: WorldConfig, vocab_size: int, unit_budget: int,
