@@ -64,6 +64,9 @@ def init_distributed() -> tuple[int, int, torch.device]:
 
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
+        # Every rank reaches this point before any tears down: a rank destroying the gloo group while
+        # another still finishes its last collective aborted once at exit ("terminate called ...").
+        dist.barrier()
         dist.destroy_process_group()
 
 
