@@ -51,7 +51,6 @@ import json
 import math
 import os
 import random
-import shutil
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -63,6 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minimost.speech.artefact import write_artefact
 from minimost.speech.audio import SAMPLE_RATE, audio_from_hf, resample, to_float32
 from minimost.speech.features import FeatureConfig, log_mel, normalize_utterance
 from minimost.wer import normalize_text
@@ -362,25 +362,11 @@ class AsrJudge:
     # ---------------------------------------------------------------------------- save / load
     def save(self, directory: str | os.PathLike) -> Path:
         """Write `judge.safetensors` + `judge.json` into `directory`, atomically (temp dir + rename)."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = directory.with_name(f".{directory.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS), metadata={"judge_version": str(JUDGE_VERSION)})
         meta = {"judge_version": JUDGE_VERSION, "alphabet": ALPHABET, "config": self.cfg.to_dict(),
                 "features": self.cfg.features.to_dict(), "info": self.info}
-        (tmp / META).write_text(json.dumps(meta, indent=1))
-        old = directory.with_name(f".{directory.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if directory.exists():
-            os.replace(directory, old)
-        os.replace(tmp, directory)           # weights and metadata appear together
-        shutil.rmtree(old, ignore_errors=True)
-        return directory
+        return write_artefact(directory, WEIGHTS, state, META, json.dumps(meta, indent=1),
+                              tensor_metadata={"judge_version": str(JUDGE_VERSION)})
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> AsrJudge:

@@ -51,7 +51,6 @@ import json
 import math
 import os
 import random
-import shutil
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -64,6 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minimost.speech.artefact import duration_batches, write_artefact
 from minimost.speech.audio import SAMPLE_RATE, audio_from_hf, resample
 from minimost.speech.features import FeatureConfig, features, normalize_utterance, stack_frames
 from minimost.speech.synth import strip_stress
@@ -560,22 +560,9 @@ class UnitTokenizer:
     # --- save / load ------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
         """Write `units.json` + `units.safetensors` into `directory`, atomically (all or nothing)."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = directory.with_name(f".{directory.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        save_file(self.tensors, str(tmp / ARTEFACT_TENSORS))
         meta = {**self._meta(), "hash": self.hash, "artefact_id": self.artefact_id, "info": self.info}
-        (tmp / ARTEFACT_JSON).write_text(json.dumps(meta, indent=1, ensure_ascii=False))
-        old = directory.with_name(f".{directory.name}.{os.getpid()}.old")
-        if directory.exists():
-            os.replace(directory, old)
-        os.replace(tmp, directory)        # files appear together
-        shutil.rmtree(old, ignore_errors=True)
-        return directory
+        return write_artefact(directory, ARTEFACT_TENSORS, self.tensors, ARTEFACT_JSON,
+                              json.dumps(meta, indent=1, ensure_ascii=False))
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> UnitTokenizer:
@@ -762,22 +749,6 @@ def _train_kmeans(utts: list[_Utterance], cfg: UnitConfig, progress: bool) -> Un
 # Training the phonetic encoder
 # --------------------------------------------------------------------------------------------
 
-def _batches(utts: list[_Utterance], seconds: float, rng: random.Random) -> list[list[int]]:
-    """Length-sorted batches of about `seconds` of audio each (little padding), in random order."""
-    order = sorted(range(len(utts)), key=lambda i: (utts[i].duration, rng.random()))
-    batches, cur, total = [], [], 0.0
-    for i in order:
-        if cur and total + utts[i].duration > seconds:
-            batches.append(cur)
-            cur, total = [], 0.0
-        cur.append(i)
-        total += utts[i].duration
-    if cur:
-        batches.append(cur)
-    rng.shuffle(batches)
-    return batches
-
-
 def _targets(u: _Utterance, n: int, factor: float, cfg: UnitConfig, index: dict[str, int]) -> torch.Tensor:
     """Class ids of n unit frames of an utterance whose time axis was stretched by `factor`."""
     names = frame_phones(u.phonemes, u.starts * factor, u.ends * factor, n, cfg.rate_hz, cfg.classes,
@@ -826,7 +797,7 @@ def _train_phonetic(utts: list[_Utterance], cfg: UnitConfig, progress: bool, log
         if frac >= 1.0:
             break
         if not batches:
-            batches = _batches(utts, cfg.batch_seconds, rng)
+            batches = duration_batches([u.duration for u in utts], cfg.batch_seconds, rng)
             epoch += 1
         batch = [utts[i] for i in batches.pop()]
         xs, ys = [], []

@@ -64,7 +64,6 @@ import json
 import math
 import os
 import random
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
@@ -77,6 +76,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minimost.speech.artefact import duration_batches, write_artefact
 from minimost.speech.audio import SAMPLE_RATE, audio_from_hf, resample
 from minimost.speech.units import UnitArtefactMismatch, UnitSequence, UnitTokenizer, corpus_fingerprint
 
@@ -626,22 +626,9 @@ class UnitVocoder:
     # --- save / load --------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
         """Write `vocoder.json` + `vocoder.safetensors` into `directory`, atomically (all or nothing)."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = directory.with_name(f".{directory.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        save_file(self.tensors, str(tmp / ARTEFACT_TENSORS))
         meta = {**self._meta(), "hash": self.hash, "info": self.info}
-        (tmp / ARTEFACT_JSON).write_text(json.dumps(meta, indent=1))
-        old = directory.with_name(f".{directory.name}.{os.getpid()}.old")
-        if directory.exists():
-            os.replace(directory, old)
-        os.replace(tmp, directory)            # both files appear together
-        shutil.rmtree(old, ignore_errors=True)
-        return directory
+        return write_artefact(directory, ARTEFACT_TENSORS, self.tensors, ARTEFACT_JSON,
+                              json.dumps(meta, indent=1))
 
     @classmethod
     def load(cls, directory: str | os.PathLike, unit_tokenizer: UnitTokenizer | None = None) -> UnitVocoder:
@@ -745,22 +732,6 @@ def _prepare(corpus_or_rows: Any, tokenizer: UnitTokenizer, cfg: VocoderConfig, 
     return out
 
 
-def _batches(examples: list[_Example], seconds: float, rng: random.Random) -> list[list[int]]:
-    """Length-sorted batches of about `seconds` of audio each (little padding), in random order."""
-    order = sorted(range(len(examples)), key=lambda i: (examples[i].seconds, rng.random()))
-    batches, cur, total = [], [], 0.0
-    for i in order:
-        if cur and total + examples[i].seconds > seconds:
-            batches.append(cur)
-            cur, total = [], 0.0
-        cur.append(i)
-        total += examples[i].seconds
-    if cur:
-        batches.append(cur)
-    rng.shuffle(batches)
-    return batches
-
-
 def _collate(batch: list[_Example], spk_index: dict[str, int], mean: torch.Tensor, std: torch.Tensor):
     units = nn.utils.rnn.pad_sequence([e.units for e in batch], batch_first=True)
     durs = nn.utils.rnn.pad_sequence([e.durations for e in batch], batch_first=True)
@@ -823,7 +794,7 @@ def _fit(examples: list[_Example], tokenizer: UnitTokenizer, cfg: VocoderConfig,
         if frac >= 1.0:
             break
         if not batches:
-            batches = _batches(examples, cfg.batch_seconds, rng)
+            batches = duration_batches([e.seconds for e in examples], cfg.batch_seconds, rng)
             epoch += 1
         batch = _collate([examples[i] for i in batches.pop()], spk_index, mean, std)
         parts = losses(net, batch)
