@@ -42,19 +42,9 @@ from minimost.speech.judge import (  # noqa: E402
     train_judge,
 )
 from minimost.speech.synth import TEST_VOICES, TRAIN_VOICES  # noqa: E402
-from minimost.wer import edit_ops, normalize_text, wer_report  # noqa: E402
+from minimost.wer import cer, wer_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def cer(refs: list[str], hyps: list[str]) -> float:
-    """Corpus-level character error rate over normalised text (spaces count as characters)."""
-    errors = total = 0
-    for r, h in zip(refs, hyps):
-        r, h = normalize_text(r), normalize_text(h)
-        errors += sum(edit_ops(list(r), list(h)))
-        total += len(r)
-    return errors / max(total, 1)
 
 
 def evaluate(judge, ds, repeats: int) -> tuple[list[str], float, float]:

@@ -60,7 +60,7 @@ from minimost.speech.vocoder import (  # noqa: E402
     train_vocoder,
     vocoder_mel,
 )
-from minimost.wer import edit_ops, normalize_text, wer_report  # noqa: E402
+from minimost.wer import cer, normalize_text, wer_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -128,16 +128,6 @@ def asr_judge(args):
 # --------------------------------------------------------------------------------------------
 # Measurements
 # --------------------------------------------------------------------------------------------
-
-def cer(refs: list[str], hyps: list[str]) -> float:
-    """Corpus-level character error rate over normalised text (spaces count), as bench_judge.py."""
-    errors = total = 0
-    for r, h in zip(refs, hyps):
-        r, h = normalize_text(r), normalize_text(h)
-        errors += sum(edit_ops(list(r), list(h)))
-        total += len(r)
-    return errors / max(total, 1)
-
 
 def judged(judge, set_name: str, condition: str, refs: list[str], wavs: list[np.ndarray]) -> dict:
     hyps = judge.transcribe(wavs)

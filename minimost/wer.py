@@ -146,3 +146,13 @@ def wer_report(refs: list[str] | str, hyps: list[str] | str, *, normalize: bool 
 def wer(refs: list[str] | str, hyps: list[str] | str, *, normalize: bool = True) -> float:
     """Corpus-level word error rate: total (S + D + I) / total reference words."""
     return wer_report(refs, hyps, normalize=normalize).wer
+
+
+def cer(refs: list[str], hyps: list[str]) -> float:
+    """Corpus-level character error rate after `normalize_text` (spaces count as characters)."""
+    errors = total = 0
+    for r, h in zip(refs, hyps):
+        r, h = normalize_text(r), normalize_text(h)
+        errors += sum(edit_ops(list(r), list(h)))
+        total += len(r)
+    return errors / max(total, 1)

@@ -90,3 +90,9 @@ def test_matches_jiwer():
     for (ref, hyp), utt in zip(pairs, ours.utterances):
         one = jiwer.process_words(ref, hyp)
         assert utt.errors == one.substitutions + one.deletions + one.insertions
+
+
+def test_cer_counts_characters_of_the_normalised_text():
+    from minimost.wer import cer
+    assert cer(["Ab c"], ["ab d"]) == pytest.approx(1 / 4)   # "ab c" vs "ab d": one substitution in 4
+    assert cer(["abc"], ["abc"]) == 0
