@@ -74,6 +74,15 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------------------ weights
 
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write a text file so that readers see the old content or the new, never half of it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
 def save_weights(state_dict: dict[str, torch.Tensor], path: Path) -> None:
     """safetensors refuses tensors that share memory (tied embedding / LM head): store each once."""
     seen: dict[tuple, str] = {}

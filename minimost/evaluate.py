@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -663,9 +662,8 @@ def evaluate_run(run_dir, tasks: Sequence[str] = EVAL_TASKS, cfg: EvalConfig | N
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n")
-    os.replace(tmp, path)
+    from minimost.checkpoint import write_text_atomic
+    write_text_atomic(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
 
 
 def _jsonable(x):

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from minimost.check_env import describe_machine
-from minimost.checkpoint import latest_checkpoint
+from minimost.checkpoint import latest_checkpoint, write_text_atomic
 from minimost.config import ModelConfig, TrainConfig, apply_overrides, train_preset
 from minimost.config import preset as model_preset
 from minimost.data.batching import eval_batches
@@ -269,8 +269,8 @@ def _finish(report: dict, timings: dict, t_start: float, run_root: Path, not_bui
     report["timings_s"] = timings | {"total": round(time.perf_counter() - t_start, 1)}
     # Times on a shared machine depend on what else ran: the 1/5/15-minute load averages say how busy it was.
     report["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    _write_text(run_root / "report.json", json.dumps(report, indent=2) + "\n")
-    _write_text(run_root / "report.md", render_report(report, run_root))
+    write_text_atomic(run_root / "report.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(run_root / "report.md", render_report(report, run_root))
     print(f"report: {run_root / 'report.md'}")
     return report
 
@@ -282,15 +282,9 @@ def refresh_report(run_root) -> Path:
     eval_path = run_root / "eval.json"
     if eval_path.exists():
         report["headline"] = json.loads(eval_path.read_text())["headline"]
-        _write_text(run_root / "report.json", json.dumps(report, indent=2) + "\n")
-    _write_text(run_root / "report.md", render_report(report, run_root))
+        write_text_atomic(run_root / "report.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(run_root / "report.md", render_report(report, run_root))
     return run_root / "report.md"
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _has_module(name: str) -> bool:

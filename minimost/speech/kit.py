@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minimost.checkpoint import write_text_atomic
 from minimost.speech.judge import AsrJudge, JudgeConfig, judge_rows, train_judge
 from minimost.speech.synth import TRAIN_VOICES, synthesize
 from minimost.speech.units import UnitConfig, UnitSequence, UnitTokenizer, train_units
@@ -129,7 +130,6 @@ def speech_units(data, kit: SpeechKit, cache_dir, splits=("train", "valid", "tes
     unit encoder gets its own file and never mixes with another codebook's ids.
     """
     import json
-    import os
 
     from minimost.speech.audio import audio_from_hf
 
@@ -142,9 +142,7 @@ def speech_units(data, kit: SpeechKit, cache_dir, splits=("train", "valid", "tes
         for row in corpus:
             wav, _ = audio_from_hf(row["audio"])
             units[row["id"]] = kit.units.encode(wav).units_dedup
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(units))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(units))
     return units
 
 
@@ -176,7 +174,6 @@ def speech_stats(data, units: dict[str, list[int]], cache_dir) -> dict:
     "speech", next to the text statistics `minimost synth` prints.
     """
     import json
-    import os
 
     plan = {r["id"]: r for r in data.dataset("speech_plan")}
     out: dict = {}
@@ -197,8 +194,6 @@ def speech_stats(data, units: dict[str, list[int]], cache_dir) -> dict:
                "by_split_and_purpose": out}
     for name, blob in (("speech_stats.json", summary),
                        ("stats.json", {**json.loads((data.path / "stats.json").read_text()), "speech": summary})):
-        tmp = data.path / f".{name}.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(blob, indent=2))
-        os.replace(tmp, data.path / name)
+        write_text_atomic(data.path / name, json.dumps(blob, indent=2))
     data.stats["speech"] = summary
     return summary
