@@ -37,6 +37,11 @@ DeepSeek-V2 block and a dense roofline), `bench/bench_train.py` (whole-model tra
 dense-equal-active), `bench/bench_memory.py` (peak memory, measured and analytic), and the speech-kit
 scripts (`bench_units.py`, `bench_vocoder.py`, `bench_judge.py`, `bench_speech.py`).
 
+**Stale rows.** The `minimost loop` rows of `moe_cpu*.jsonl` were measured before commit ba6d33a made
+the loop dispatch unbind its expert weights (its backward had cost E full-size gradients; one MoST-shape
+weight went from 46.5 s to 1.8 s in the profile that found it). Re-run `bench/bench_moe.py` to refresh
+them; the grouped, MoST-style, transformers and dense rows are unaffected.
+
 On a GPU machine, the figures the issue's targets need come from (bf16; each also checks for host syncs
 under `torch.cuda.set_sync_debug_mode("error")`):
 
