@@ -48,6 +48,7 @@ from minimost.checkpoint import WEIGHTS, latest_checkpoint, load_weights, save_c
 from minimost.config import AUDIO, TEXT, ConfigError, ModelConfig, TrainConfig, apply_overrides, train_preset
 from minimost.config import preset as model_preset
 from minimost.data.batching import eval_batches
+from minimost.evaluate import SLM_SETS
 from minimost.model import MAMoELM
 from minimost.moe import ROUTING_VARIANTS
 from minimost.pipeline import StageDataError, stage_model_config, stage_source, text_eval_fn, train_stage
@@ -345,14 +346,10 @@ def lower_is_better(metric: str) -> bool:
     return any(part in metric for part in ("wer", "cer", "edit", "loss", "ppl", "error"))
 
 
-# Headline metrics whose name does not start with their family (minimost.evaluate.headline).
-_SLM_SETS = ("swuggy", "sblimp", "sstorycloze", "tstorycloze")
-
-
 def family_of(metric: str) -> str:
     """The task family of a metric by its first name part (asr_wer -> asr, swuggy -> slm); 'other' when unknown."""
     head = metric.split("_")[0]
-    if head in _SLM_SETS:
+    if head in SLM_SETS:   # headline names of the spoken-LM sets do not start with their family
         return "slm"
     return head if head in FAMILIES else "other"
 
