@@ -67,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{model_cfg.num_active_params() / 1e6:.2f} M active per token")
     try:
         report = run_pipeline(args.preset, args.overrides, data_dir=args.data_dir, out_dir=args.out_dir,
-                              until=args.until, evaluate=not args.no_eval)
+                              until=args.until, evaluate=not args.no_eval, overlap_kit=not args.no_overlap_kit)
     except StageDataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -252,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", default="stage2", choices=["stage0", "stage1", "stage2"],
                    help="stop after this stage (default: stage2, the whole pipeline)")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation of the last stage")
+    p.add_argument("--no-overlap-kit", action="store_true",
+                   help="build the speech kit after stage 0 instead of beside it in a second process "
+                        "(the default when a core is spare; the results are the same)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("train", help="train one stage",

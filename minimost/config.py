@@ -282,7 +282,8 @@ class ModelConfig:
 # --------------------------------------------------------------------------------------------
 
 STAGES = ("pretrain", "posttrain", "instruct")
-TASKS = ("text_lm", "asr", "tts", "text_instruct", "speech_instruct")
+# New tasks go at the end: a task's index seeds its sampler permutation and names it in task_ids.
+TASKS = ("text_lm", "asr", "tts", "text_instruct", "speech_instruct", "speech_lm")
 
 # MoST's README (most-reference.md §6.5): stage 1 ASR 0.4 / TTS 0.4 / text-LM 0.2;
 # stage 2 speech-instruction 0.4 / text-instruction 0.4 / ASR 0.1 / TTS 0.1.
@@ -507,6 +508,9 @@ def apply_overrides(model_cfg: ModelConfig, train_cfg: TrainConfig, overrides: l
                     ) -> tuple[ModelConfig, TrainConfig]:
     """Apply `key=value` strings. Keys may be prefixed `model.` or `train.`; a bare key must be unique.
 
+    A stage name in front (`posttrain.mixture=asr=0.5,tts=0.5`, `instruct.train.lr=3e-4`) limits the
+    override to that stage: it applies when `train_cfg.stage` is that stage and is skipped otherwise,
+    so `minimost run` can give each of its stages its own mixture or learning rate.
     Returns new (validated) configs; the inputs are not modified.
     """
     model_fields = {f.name: f for f in fields(ModelConfig)}
@@ -520,9 +524,15 @@ def apply_overrides(model_cfg: ModelConfig, train_cfg: TrainConfig, overrides: l
             raise ConfigError(f"--set expects key=value, got {item!r}.")
         key, text = item.split("=", 1)
         key = key.strip()
+        stage, dot, rest = key.partition(".")
+        if dot and stage in STAGES:
+            if stage != train_cfg.stage:
+                continue   # another stage's override
+            key = rest
         scope, _, name = key.rpartition(".")
         if scope not in ("", "model", "train"):
-            raise ConfigError(f"--set {key}: the prefix must be 'model.' or 'train.', got {scope!r}.")
+            raise ConfigError(f"--set {key}: the prefix must be 'model.', 'train.' or a stage "
+                              f"({', '.join(STAGES)}), got {scope!r}.")
         in_model = name in model_fields and scope in ("", "model")
         in_train = name in train_fields and scope in ("", "train")
         if in_model and in_train:

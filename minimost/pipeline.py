@@ -161,9 +161,73 @@ def train_stage(model_cfg: ModelConfig, train_cfg: TrainConfig, preset: str, run
                         eval_fn=eval_fn, init_from=None if status == "partial" else init_from, progress=progress)
 
 
+def build_speech_data(preset: str, data_dir, data, kit_cfg=None, continuous: bool = False, progress: bool = True):
+    """The speech kit (units, vocoder, judge), the speech tasks rendered with its units and, for MoST-C,
+    the encoder states: everything stages 1-2 need besides the text build. Cached at every step."""
+    from minimost.speech.kit import build_speech_kit, render_speech
+    kit = build_speech_kit(preset, data_dir, data=data, cfg=kit_cfg, progress=progress)
+    render_speech(data, kit, data_dir, progress=progress)
+    if continuous:
+        from minimost.continuous import speech_features
+        speech_features(data, kit, data_dir, progress=progress)
+    return kit
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _spare_cores() -> int:
+    """Cores left once one training process has one: the second process needs at least one of them."""
+    return _cpus() - 1
+
+
+def _kit_job_main(preset: str, data_dir: str, kit_cfg, continuous: bool, log_path: str) -> None:
+    """Body of the speech-kit process: one torch thread, output to a log file, data loaded from the cache."""
+    import sys
+    import traceback
+    with open(log_path, "a", buffering=1) as log:
+        sys.stdout = sys.stderr = log
+        try:
+            torch.set_num_threads(1)
+            data = prepare_data(preset, data_dir)
+            build_speech_data(preset, data_dir, data, kit_cfg, continuous, progress=False)
+        except BaseException:
+            traceback.print_exc(file=log)   # the parent shows this log's tail
+            raise SystemExit(1) from None
+
+
+class _KitJob:
+    """`build_speech_data` in a spawned process (a fresh interpreter: no inherited torch threads or locks)."""
+
+    def __init__(self, preset: str, data_dir, kit_cfg, continuous: bool, log: Path):
+        import multiprocessing as mp
+        self.log, self.t0 = Path(log), time.perf_counter()
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.process = mp.get_context("spawn").Process(
+            target=_kit_job_main, args=(preset, str(data_dir), kit_cfg, continuous, str(self.log)))
+        self.process.start()   # not a daemon: it starts synthesis workers of its own
+
+    def stop(self) -> None:
+        """End the job early (stage 0 failed or was interrupted); its caches are written atomically."""
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join()
+
+    def wait(self) -> float:
+        """Block until the kit is built; its wall time in seconds. A failed job raises with its log's tail."""
+        self.process.join()
+        if self.process.exitcode != 0:
+            tail = "\n".join(self.log.read_text().splitlines()[-20:]) if self.log.exists() else "(no log)"
+            raise StageDataError(f"building the speech kit in a second process failed (exit code "
+                                 f"{self.process.exitcode}); the end of {self.log}:\n{tail}\nRun "
+                                 "`python -m minimost synth --preset ...` to build it in the foreground.")
+        return round(time.perf_counter() - self.t0, 1)
+
+
 def run_pipeline(preset: str, overrides: list[str] | None = None, data_dir: str = "data/cache",
                  out_dir: str = "runs", progress: bool = True, kit_cfg=None, until: str = "stage2",
-                 evaluate: bool = True, eval_cfg=None) -> dict:
+                 evaluate: bool = True, eval_cfg=None, overlap_kit: bool = True) -> dict:
     """synth -> stage 0 -> (speech kit -> transform -> stage 1 -> stage 2 -> evaluation) for a preset.
 
     Returns the report dict (also written as report.json / report.md in the run folder). Stages whose
@@ -171,6 +235,8 @@ def run_pipeline(preset: str, overrides: list[str] | None = None, data_dir: str 
     are skipped. `kit_cfg` (a `minimost.speech.kit.KitConfig`) overrides the preset's speech-kit budgets.
     `until` ("stage0" | "stage1" | "stage2") stops after that stage; the last stage trained is then
     evaluated (`minimost.evaluate`, `eval_cfg` an `EvalConfig`) unless `evaluate=False`.
+    `overlap_kit` builds the speech kit in a second process while stage 0 trains, when the machine has
+    a core to spare (the outputs are identical; `overlap_kit=False` builds it after stage 0).
     """
     if until not in ("stage0", "stage1", "stage2"):
         raise StageDataError(f"until={until!r}; expected stage0, stage1 or stage2.")
@@ -196,12 +262,30 @@ def run_pipeline(preset: str, overrides: list[str] | None = None, data_dir: str 
                     "model": model_cfgs["posttrain"].to_dict(),
                     "train": {k: v.to_dict() for k, v in train_cfgs.items()}, "stages": {}, "metrics": {}}
 
+    # The speech kit does not depend on stage 0: with a spare core it is built beside it, in a second
+    # process. Both train on step budgets, so the results are the same either way; only the time differs.
+    continuous = any(t.audio_input == "continuous" for t in train_cfgs.values())
+    kit_job = None
+    if until != "stage0" and overlap_kit and _spare_cores() >= 1:
+        kit_job = _KitJob(preset, data_dir, kit_cfg, continuous, run_root / "speech_kit.log")
+        print(f"  speech kit: building beside stage 0 in a second process (log: {kit_job.log})")
+
     # Stage 0: the text MoE (vanilla routing), the stand-in for DeepSeek-V2-Lite.
     t0 = time.perf_counter()
     source, tok = stage_source(data, model_cfgs["pretrain"], train_cfgs["pretrain"])
     eval_fn = text_eval_fn(data, tok)
-    record = train_stage(model_cfgs["pretrain"], train_cfgs["pretrain"], preset, run_root / "stage0", source, tok,
-                         eval_fn=eval_fn, progress=progress)
+    threads = torch.get_num_threads()
+    if kit_job is not None:   # leave the kit's core to it
+        torch.set_num_threads(max(1, min(threads, _cpus() - 1)))
+    try:
+        record = train_stage(model_cfgs["pretrain"], train_cfgs["pretrain"], preset, run_root / "stage0", source,
+                             tok, eval_fn=eval_fn, progress=progress)
+    except BaseException:
+        if kit_job is not None:
+            kit_job.stop()
+        raise
+    finally:
+        torch.set_num_threads(threads)
     timings["stage 0: text MoE pretraining"] = round(time.perf_counter() - t0, 1)
     report["stages"]["stage0"] = {k: v for k, v in record.items() if isinstance(v, (int, float, str, bool))}
     report["metrics"]["stage0"] = _last_eval(run_root / "stage0")
@@ -210,13 +294,11 @@ def run_pipeline(preset: str, overrides: list[str] | None = None, data_dir: str 
         return _finish(report, timings, t_start, run_root, ["speech kit, transform, stages 1-2 (stopped by until)"])
 
     # Speech kit (units, vocoder, judge) and the speech tasks rendered with its units.
-    from minimost.speech.kit import build_speech_kit, kit_summary, render_speech
+    from minimost.speech.kit import kit_summary
     t0 = time.perf_counter()
-    kit = build_speech_kit(preset, data_dir, data=data, cfg=kit_cfg, progress=progress)
-    render_speech(data, kit, data_dir, progress=progress)
-    if any(t.audio_input == "continuous" for t in train_cfgs.values()):  # encoder states, cached once
-        from minimost.continuous import speech_features
-        speech_features(data, kit, data_dir, progress=progress)
+    if kit_job is not None:
+        timings["speech kit and speech data (beside stage 0)"] = kit_job.wait()
+    kit = build_speech_data(preset, data_dir, data, kit_cfg, continuous, progress)  # loads what the job built
     timings["speech kit and speech data"] = round(time.perf_counter() - t0, 1)
     report["speech_kit"] = kit_summary(kit)
 

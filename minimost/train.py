@@ -182,7 +182,8 @@ class SyntheticSource:
         return int(torch.randint(lo, hi, (1,), generator=self.g))
 
     def _row(self, task: str) -> tuple[list[int], int]:
-        order = {"asr": (AUDIO, TEXT), "tts": (TEXT, AUDIO), "speech_instruct": (AUDIO, TEXT)}.get(task, (TEXT,))
+        order = {"asr": (AUDIO, TEXT), "tts": (TEXT, AUDIO), "speech_instruct": (AUDIO, TEXT),
+                 "speech_lm": (AUDIO,)}.get(task, (TEXT,))
         length, row, i = self._randint(self.seq_len // 2, self.seq_len + 1), [], 0
         while len(row) < length:
             pool = self.pools[order[i % len(order)]]

@@ -30,7 +30,7 @@ def example(task: str, n: int, rng: random.Random, prompt: int = 2) -> dict:
 def pools(sizes=None, seed=0) -> dict[str, list[dict]]:
     rng = random.Random(seed)
     lengths = {"text_lm": (5, 40), "asr": (20, 60), "tts": (30, 90), "text_instruct": (8, 25),
-               "speech_instruct": (25, 70)}
+               "speech_instruct": (25, 70), "speech_lm": (15, 50)}
     sizes = sizes or {t: 300 for t in TASKS}
     return {t: [example(t, rng.randint(*lengths[t]), rng) for _ in range(n)] for t, n in sizes.items()}
 
@@ -90,7 +90,7 @@ def test_mixture_is_realised():
     total = sum(counts.values())
     for task, w in mix.items():
         assert abs(counts[task] / total - w) < 0.01, counts
-    assert counts["text_instruct"] == counts["speech_instruct"] == 0
+    assert counts["text_instruct"] == counts["speech_instruct"] == counts["speech_lm"] == 0
     assert s.realised_mixture() == pytest.approx(mix, abs=0.01)
 
 

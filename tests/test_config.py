@@ -143,6 +143,21 @@ def test_overrides_are_typed_and_prefixed():
     assert t.lr == 1e-4 and t.mixture == {"text_lm": 1.0}
 
 
+def test_stage_prefixed_overrides_apply_to_that_stage_only():
+    items = ["posttrain.mixture=asr=0.5,speech_lm=0.5", "posttrain.train.lr=1e-4", "instruct.lr=2e-4", "lr=5e-4"]
+    _, pre = apply_overrides(preset("micro"), train_preset("micro", "pretrain"), items)
+    _, post = apply_overrides(preset("micro"), train_preset("micro", "posttrain"), items)
+    _, inst = apply_overrides(preset("micro"), train_preset("micro", "instruct"), items)
+    assert pre.mixture == DEFAULT_MIXTURES["pretrain"] and pre.lr == 5e-4
+    assert post.mixture == {"asr": 0.5, "speech_lm": 0.5} and post.lr == 5e-4    # later items win
+    assert inst.mixture == DEFAULT_MIXTURES["instruct"] and inst.lr == 5e-4
+    _, post = apply_overrides(preset("micro"), train_preset("micro", "posttrain"), items[:3])
+    _, inst = apply_overrides(preset("micro"), train_preset("micro", "instruct"), items[:3])
+    assert post.lr == 1e-4 and inst.lr == 2e-4
+    with pytest.raises(ConfigError, match="unknown config key 'mixtur'"):
+        apply_overrides(preset("micro"), train_preset("micro", "posttrain"), ["posttrain.mixtur=asr=1"])
+
+
 def test_changing_stage_gives_that_stages_mixture():
     _, t = apply_overrides(preset("micro"), train_preset("micro"), ["stage=posttrain"])
     assert t.mixture == DEFAULT_MIXTURES["posttrain"]

@@ -92,3 +92,10 @@ def test_run_pipeline_runs_every_stage_writes_a_report_and_skips_finished_stages
                          kit_cfg=kit_cfg)
     assert again["run"] == report["run"]
     assert all(again["stages"][s].get("skipped") is True for s in ("stage0", "stage1", "stage2"))
+
+
+def test_a_failed_speech_kit_process_says_what_failed(tmp_path):
+    from minimost.pipeline import _KitJob
+    job = _KitJob("no-such-preset", str(tmp_path), None, False, tmp_path / "speech_kit.log")
+    with pytest.raises(StageDataError, match=r"(?s)exit code 1.*unknown preset 'no-such-preset'.*synth"):
+        job.wait()

@@ -45,6 +45,7 @@ def rows():
         make_row("text_instruct", "d", instruction="what color is milk?", answer_text="white"),
         make_row("speech_instruct", "e", prompt_speech="u1", answer_text="white"),
         make_row("speech_instruct", "f", prompt_speech="u1", answer_text="white", answer_speech="u2"),
+        make_row("speech_lm", "g", answer_speech="u2"),
     ]
 
 
@@ -63,6 +64,8 @@ def test_a_decoded_batch_shows_exactly_which_tokens_carry_loss(tok):
         "<|bos|> <|speech_reply|> <|user|> <|begin_of_audio|> <|unit_5|> <|unit_9|> <|unit_2|> "
         "<|end_of_audio|> <|assistant|> [<|begin_of_audio|>] [<|unit_7|>] [<|unit_7|>] [<|unit_1|>] "
         "[<|unit_63|>] [<|end_of_audio|>] [<|eos|>]",
+        # the speech-only LM: every unit scored after the two tokens evaluate.py's spoken-LM scoring starts from
+        "<|bos|> <|begin_of_audio|> [<|unit_7|>] [<|unit_7|>] [<|unit_1|>] [<|unit_63|>] [<|end_of_audio|>] [<|eos|>]",
     ]
     # padding never carries loss, and the batch is padded to its own longest row only
     assert ((batch["labels"] == IGNORE_INDEX) | batch["attention_mask"]).all()
@@ -79,7 +82,8 @@ def test_labels_are_ids_on_the_response_and_ignored_on_the_prompt(tok):
         assert out.input_ids[0] == tok.special("bos") and out.input_ids[-1] == tok.special("eos")
         prompt = render_prompt(tok, r, UNITS)
         assert prompt == out.input_ids[:out.prompt_len]
-        assert prompt[-1] == (tok.special("bos") if r["task"] == "text_lm" else tok.special("assistant"))
+        last = {"text_lm": tok.special("bos"), "speech_lm": tok.special("boa")}.get(r["task"], tok.special("assistant"))
+        assert prompt[-1] == last
 
 
 def test_render_errors(tok):
@@ -126,6 +130,10 @@ def test_speech_plan_voices_and_task_rows(world):
         for r in split_rows:
             for col in ("prompt_speech", "answer_speech"):
                 assert not r[col] or r[col] in by_id
+    # the speech-only LM reads the ASR/TTS utterances of its own split, each once
+    for split, split_rows in out.items():
+        slm = sorted(r["answer_speech"] for r in split_rows if r["task"] == "speech_lm")
+        assert slm == sorted(r["id"] for r in plan if r["split"] == split and r["purpose"] == "asr_tts")
     spoken_qa = [r for r in out["test"] if r["kind"] == "spoken_qa"]
     assert len(spoken_qa) == 2 * len(world.spoken_qa)             # S->T and S->S
     text_tok = Tokenizer.train(tokenizer_texts(world), 2048, unit_budget=64)

@@ -69,7 +69,7 @@ DATA_VERSION = 1
 # size; it must not exceed this budget (micro: 256 ids = 16 special + 140 text + 100 units).
 UNIT_BUDGET = {"micro": 100, "tiny": 256, "small": 500, "most": 500}
 TEXT_TASKS = ("text_lm", "text_instruct")
-SPEECH_TASKS = ("asr", "tts", "speech_instruct")
+SPEECH_TASKS = ("asr", "tts", "speech_instruct", "speech_lm")
 EVAL_SETS = ("swuggy", "sblimp", "sstorycloze", "tstorycloze", "spoken_qa")
 _CODE_FILES = ("lexicon.py", "world.py", "stories.py", "instructions.py", "spoken_lm.py", "tasks.py", "build.py")
 
@@ -159,6 +159,7 @@ def task_rows(world: World, plan: Sequence[Mapping]) -> dict[str, list[dict]]:
         if purpose == "asr_tts":
             out[split].append(make_row("asr", f"asr-{r['id']}", prompt_speech=r["id"], answer_text=r["text"]))
             out[split].append(make_row("tts", f"tts-{r['id']}", prompt_text=r["text"], answer_speech=r["id"]))
+            out[split].append(make_row("speech_lm", f"speech_lm-{r['id']}", answer_speech=r["id"]))
         elif purpose in ("instruct_prompt", "spoken_qa"):
             answer_id = r["id"].replace("instruct_prompt", "instruct_answer").replace("spoken_qa", "spoken_qa_answer")
             answer = by_id.get(answer_id)

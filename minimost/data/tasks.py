@@ -11,12 +11,19 @@ the sequence from real special ids (`minimost.tokenizer.SPECIAL_TOKENS`):
     text_instruct    <bos><text_reply><user> INSTRUCTION <assistant> | ANSWER <eos>
     speech_instruct  <bos><text_reply><user> <boa> UNITS <eoa> <assistant> | ANSWER <eos>
                      <bos><speech_reply><user> <boa> UNITS <eoa> <assistant> | <boa> UNITS <eoa> <eos>
+    speech_lm        <bos><boa> | UNITS <eoa> <eos>
 
 Left of `|` is the prompt (labels -100), right of it the response (labels = ids). The task marker
 after <bos> says what to do and in which modality to answer; the instruction text says it in words
 as MoST does (ASR: "transcribe the following speech into text."). Labels are aligned with the input
 ids (the model shifts, INTERFACES.md). <bos> is never scored, so in packed rows no document learns
 to predict the next one's first token.
+
+`speech_lm` is the speech-only language model (GSLM, TWIST, Spirit-LM: next-unit prediction with no
+text): MoST's released recipe has none (most-reference.md §6.4 traces a LibriLight one that was never
+released), but the spoken-LM benchmarks score exactly `p(units)` after `<bos><boa>`
+(`minimost.evaluate`, docs/evaluation.md), which ASR (units unsupervised) and TTS (units given text)
+never train. Its prompt is `<bos><boa>` so training and scoring condition on the same two tokens.
 
 Examples are plain dicts (an Arrow row) with the columns of `ROW_COLUMNS`; speech fields hold ids of
 utterances in the speech plan (`minimost.data.build.speech_plan`), and the caller passes their
@@ -111,6 +118,8 @@ def render_parts(tok: Tokenizer, row: Mapping, units: Mapping[str, Sequence[int]
         if spoken_answer:
             return prompt, tok.encode_audio(_units(row, "answer_speech", units)) + [sp("eos")]
         return prompt, text(_need(row, "answer_text")) + [sp("eos")]
+    if task == "speech_lm":
+        return [sp("bos"), sp("boa")], tok.encode_units(_units(row, "answer_speech", units)) + [sp("eoa"), sp("eos")]
     raise TaskError(f"example {row.get('id')!r}: unknown task {task!r}; tasks: {', '.join(TASKS)}.")
 
 
