@@ -757,10 +757,14 @@ def results_block(record: Mapping) -> str:
     t = record["timings_s"]
     result = dict(record["evaluation"])
     train = sum(v for k, v in t.items() if k.startswith("stage "))
+    kit, beside = t.get("speech kit and speech data", "?"), t.get("speech kit and speech data (beside stage 0)")
+    kit_part = (f"{kit} s building the speech kit and speech data" if beside is None else
+                f"{beside} s building the speech kit and speech data in a second process beside stage 0, "
+                f"{kit} s of it after stage 0 ended")
     lines = [README_BEGIN,
              f"`{record['command']}` on {record['machine']}: {t.get('total', '?')} s in all "
-             f"({train:.0f} s training the three stages, {t.get('speech kit and speech data', '?')} s building "
-             f"the speech kit and speech data, {t.get('evaluation', result.get('seconds', '?'))} s evaluating). "
+             f"({train:.0f} s training the three stages, {kit_part}, "
+             f"{t.get('evaluation', result.get('seconds', '?'))} s evaluating). "
              f"Run `{record['run']}`, evaluated at {result['stage']}; the full record is "
              f"`docs/results/{record['preset']}.json`.", "", render_eval(result).split("\n", 2)[2]]
     if record.get("note"):

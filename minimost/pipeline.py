@@ -191,7 +191,7 @@ def _kit_job_main(preset: str, data_dir: str, kit_cfg, continuous: bool, log_pat
         try:
             torch.set_num_threads(1)
             data = prepare_data(preset, data_dir)
-            build_speech_data(preset, data_dir, data, kit_cfg, continuous, progress=False)
+            build_speech_data(preset, data_dir, data, kit_cfg, continuous, progress=True)
         except BaseException:
             traceback.print_exc(file=log)   # the parent shows this log's tail
             raise SystemExit(1) from None
@@ -206,7 +206,17 @@ class _KitJob:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.process = mp.get_context("spawn").Process(
             target=_kit_job_main, args=(preset, str(data_dir), kit_cfg, continuous, str(self.log)))
-        self.process.start()   # not a daemon: it starts synthesis workers of its own
+        # Progress bars go to the log; tqdm reads TQDM_* from the environment when it is imported, so
+        # the child (which inherits this environment) redraws a bar every 20 s rather than every 0.1 s.
+        previous = os.environ.get("TQDM_MININTERVAL")
+        os.environ["TQDM_MININTERVAL"] = "20"
+        try:
+            self.process.start()   # not a daemon: it starts synthesis workers of its own
+        finally:
+            if previous is None:
+                del os.environ["TQDM_MININTERVAL"]
+            else:
+                os.environ["TQDM_MININTERVAL"] = previous
 
     def stop(self) -> None:
         """End the job early (stage 0 failed or was interrupted); its caches are written atomically."""
