@@ -20,12 +20,16 @@ PYTHON ?= $(shell for p in python3 python3.12 python3.11 python3.10; do \
 PY := $(ENV_DIR)/bin/python
 STAMP := $(ENV_DIR)/.minimost-installed
 PRESET ?= tiny
+# The stage mixtures of the README's published run: MoST's plus a speech-only LM task and text-LM in
+# stage 2 (docs/evaluation.md, "What the tiny run reaches"). `make demo RUN_SETS=` runs MoST's own.
+RUN_SETS ?= --set posttrain.mixture=asr=0.35,tts=0.35,text_lm=0.15,speech_lm=0.15 \
+            --set instruct.mixture=speech_instruct=0.3,text_instruct=0.3,asr=0.1,tts=0.1,text_lm=0.1,speech_lm=0.1
 PYTEST_ARGS ?=
 
 .PHONY: demo test setup check-env lint bench clean-env help
 
 help:
-	@echo "make demo       set up, then: python -m minimost run --preset $(PRESET)"
+	@echo "make demo       set up, then: python -m minimost run --preset $(PRESET) (+ RUN_SETS)"
 	@echo "make test       set up, then run the tests and the notebooks (CI runs this)"
 	@echo "make check-env  set up, then check dependencies, device and espeak-ng"
 	@echo "make lint       ruff"
@@ -44,7 +48,7 @@ $(STAMP): pyproject.toml | $(PY)
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m minimost run --preset $(PRESET)
+	$(PY) -m minimost run --preset $(PRESET) $(RUN_SETS)
 
 # pytest exits 5 when it collects nothing: that is a broken suite, so it fails loudly here.
 test: $(STAMP)
