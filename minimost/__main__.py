@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after this stage (default: stage2, the whole pipeline)")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation of the last stage")
     p.add_argument("--no-overlap-kit", action="store_true",
-                   help="build the speech kit after stage 0 instead of beside it in a second process "
+                   help="build the speech kit after stage 0 instead of beside the training in a second process "
                         "(the default when a core is spare; the results are the same)")
     p.set_defaults(func=cmd_run)
 

@@ -757,10 +757,13 @@ def results_block(record: Mapping) -> str:
     t = record["timings_s"]
     result = dict(record["evaluation"])
     train = sum(v for k, v in t.items() if k.startswith("stage "))
-    kit, beside = t.get("speech kit and speech data", "?"), t.get("speech kit and speech data (beside stage 0)")
-    kit_part = (f"{kit} s building the speech kit and speech data" if beside is None else
-                f"{beside} s building the speech kit and speech data in a second process beside stage 0, "
-                f"{kit} s of it after stage 0 ended")
+    second = t.get("speech kit and speech data (second process)")
+    kit_part = (f"{t.get('speech kit and speech data', '?')} s building the speech kit and speech data"
+                if second is None else
+                f"{second} s building the speech kit and speech data in a second process beside the training, "
+                f"of which the training waited {t.get('waiting for the speech data after stage 0', '?')} s "
+                f"for the speech data and {t.get('waiting for the vocoder and judge after training', '?')} s "
+                f"for the vocoder and judge")
     lines = [README_BEGIN,
              f"`{record['command']}` on {record['machine']}: {t.get('total', '?')} s in all "
              f"({train:.0f} s training the three stages, {kit_part}, "

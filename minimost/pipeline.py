@@ -11,6 +11,7 @@ data is missing is an error that says what to run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib.util
@@ -161,16 +162,24 @@ def train_stage(model_cfg: ModelConfig, train_cfg: TrainConfig, preset: str, run
                         eval_fn=eval_fn, init_from=None if status == "partial" else init_from, progress=progress)
 
 
-def build_speech_data(preset: str, data_dir, data, kit_cfg=None, continuous: bool = False, progress: bool = True):
+def build_speech_data(preset: str, data_dir, data, kit_cfg=None, continuous: bool = False, progress: bool = True,
+                      on_lm_data=None):
     """The speech kit (units, vocoder, judge), the speech tasks rendered with its units and, for MoST-C,
-    the encoder states: everything stages 1-2 need besides the text build. Cached at every step."""
-    from minimost.speech.kit import build_speech_kit, render_speech
-    kit = build_speech_kit(preset, data_dir, data=data, cfg=kit_cfg, progress=progress)
-    render_speech(data, kit, data_dir, progress=progress)
+    the encoder states: everything stages 1-2 need besides the text build. Cached at every step.
+
+    The LM's speech data needs only the unit encoder, so it is built first; `on_lm_data()` is called
+    once it is on disk (the second process of `run_pipeline` signals stage 1 with it), then the
+    vocoder and the judge train.
+    """
+    from minimost.speech.kit import build_speech_kit, build_unit_kit, render_speech
+    unit_kit = build_unit_kit(preset, data_dir, data=data, cfg=kit_cfg, progress=progress)
+    render_speech(data, unit_kit, data_dir, progress=progress)
     if continuous:
         from minimost.continuous import speech_features
-        speech_features(data, kit, data_dir, progress=progress)
-    return kit
+        speech_features(data, unit_kit, data_dir, progress=progress)
+    if on_lm_data is not None:
+        on_lm_data()
+    return build_speech_kit(preset, data_dir, data=data, cfg=kit_cfg, progress=progress)
 
 
 def _cpus() -> int:
@@ -182,7 +191,19 @@ def _spare_cores() -> int:
     return _cpus() - 1
 
 
-def _kit_job_main(preset: str, data_dir: str, kit_cfg, continuous: bool, log_path: str) -> None:
+@contextlib.contextmanager
+def _cores_beside(kit_job):
+    """While the kit's process is alive, train on one core fewer: leave it the one it uses."""
+    threads = torch.get_num_threads()
+    if kit_job is not None and kit_job.alive():
+        torch.set_num_threads(max(1, min(threads, _cpus() - 1)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _kit_job_main(preset: str, data_dir: str, kit_cfg, continuous: bool, log_path: str, lm_data_ready) -> None:
     """Body of the speech-kit process: one torch thread, output to a log file, data loaded from the cache."""
     import sys
     import traceback
@@ -191,21 +212,28 @@ def _kit_job_main(preset: str, data_dir: str, kit_cfg, continuous: bool, log_pat
         try:
             torch.set_num_threads(1)
             data = prepare_data(preset, data_dir)
-            build_speech_data(preset, data_dir, data, kit_cfg, continuous, progress=True)
+            build_speech_data(preset, data_dir, data, kit_cfg, continuous, progress=True,
+                              on_lm_data=lm_data_ready.set)
         except BaseException:
             traceback.print_exc(file=log)   # the parent shows this log's tail
             raise SystemExit(1) from None
 
 
 class _KitJob:
-    """`build_speech_data` in a spawned process (a fresh interpreter: no inherited torch threads or locks)."""
+    """`build_speech_data` in a spawned process (a fresh interpreter: no inherited torch threads or locks).
+
+    Two waits: `wait_for_lm_data` returns as soon as the speech tasks are rendered (the unit encoder
+    is trained; stages 1-2 can start), `wait` when the vocoder and the judge are trained too.
+    """
 
     def __init__(self, preset: str, data_dir, kit_cfg, continuous: bool, log: Path):
         import multiprocessing as mp
+        ctx = mp.get_context("spawn")
         self.log, self.t0 = Path(log), time.perf_counter()
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        self.process = mp.get_context("spawn").Process(
-            target=_kit_job_main, args=(preset, str(data_dir), kit_cfg, continuous, str(self.log)))
+        self.lm_data_ready = ctx.Event()
+        self.process = ctx.Process(target=_kit_job_main, args=(preset, str(data_dir), kit_cfg, continuous,
+                                                               str(self.log), self.lm_data_ready))
         # Progress bars go to the log; tqdm reads TQDM_* from the environment when it is imported, so
         # the child (which inherits this environment) redraws a bar every 20 s rather than every 0.1 s.
         previous = os.environ.get("TQDM_MININTERVAL")
@@ -218,11 +246,21 @@ class _KitJob:
             else:
                 os.environ["TQDM_MININTERVAL"] = previous
 
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
     def stop(self) -> None:
-        """End the job early (stage 0 failed or was interrupted); its caches are written atomically."""
+        """End the job early (a stage failed or was interrupted); its caches are written atomically."""
         if self.process.is_alive():
             self.process.terminate()
         self.process.join()
+
+    def wait_for_lm_data(self) -> None:
+        """Block until the speech tasks are rendered (or the job ended; a failed job raises)."""
+        while not self.lm_data_ready.wait(timeout=1.0):
+            if not self.process.is_alive():
+                self.wait()   # raises with the log's tail unless it succeeded
+                return
 
     def wait(self) -> float:
         """Block until the kit is built; its wall time in seconds. A failed job raises with its log's tail."""
@@ -272,78 +310,85 @@ def run_pipeline(preset: str, overrides: list[str] | None = None, data_dir: str 
                     "model": model_cfgs["posttrain"].to_dict(),
                     "train": {k: v.to_dict() for k, v in train_cfgs.items()}, "stages": {}, "metrics": {}}
 
-    # The speech kit does not depend on stage 0: with a spare core it is built beside it, in a second
-    # process. Both train on step budgets, so the results are the same either way; only the time differs.
+    # The speech kit does not depend on stage 0: with a spare core it is built beside the training, in
+    # a second process. The unit encoder and the speech tasks come first (stage 1 needs them); the
+    # vocoder and the judge, needed only to evaluate, train on while stages 1-2 do. Everything trains
+    # on step budgets, so the results are the same either way; only the time differs.
     continuous = any(t.audio_input == "continuous" for t in train_cfgs.values())
     kit_job = None
     if until != "stage0" and overlap_kit and _spare_cores() >= 1:
         kit_job = _KitJob(preset, data_dir, kit_cfg, continuous, run_root / "speech_kit.log")
-        print(f"  speech kit: building beside stage 0 in a second process (log: {kit_job.log})")
+        print(f"  speech kit: building beside the training in a second process (log: {kit_job.log})")
 
-    # Stage 0: the text MoE (vanilla routing), the stand-in for DeepSeek-V2-Lite.
-    t0 = time.perf_counter()
-    source, tok = stage_source(data, model_cfgs["pretrain"], train_cfgs["pretrain"])
-    eval_fn = text_eval_fn(data, tok)
-    threads = torch.get_num_threads()
-    if kit_job is not None:   # leave the kit's core to it
-        torch.set_num_threads(max(1, min(threads, _cpus() - 1)))
     try:
-        record = train_stage(model_cfgs["pretrain"], train_cfgs["pretrain"], preset, run_root / "stage0", source,
-                             tok, eval_fn=eval_fn, progress=progress)
+        # Stage 0: the text MoE (vanilla routing), the stand-in for DeepSeek-V2-Lite.
+        t0 = time.perf_counter()
+        source, tok = stage_source(data, model_cfgs["pretrain"], train_cfgs["pretrain"])
+        with _cores_beside(kit_job):
+            record = train_stage(model_cfgs["pretrain"], train_cfgs["pretrain"], preset, run_root / "stage0",
+                                 source, tok, eval_fn=text_eval_fn(data, tok), progress=progress)
+        timings["stage 0: text MoE pretraining"] = round(time.perf_counter() - t0, 1)
+        report["stages"]["stage0"] = {k: v for k, v in record.items() if isinstance(v, (int, float, str, bool))}
+        report["metrics"]["stage0"] = _last_eval(run_root / "stage0")
+
+        if until == "stage0":
+            return _finish(report, timings, t_start, run_root, ["speech kit, transform, stages 1-2 (stopped by until)"])
+
+        # The speech tasks rendered with the kit's units (and the kit itself when there is no second process).
+        t0 = time.perf_counter()
+        if kit_job is not None:
+            kit_job.wait_for_lm_data()
+            timings["waiting for the speech data after stage 0"] = round(time.perf_counter() - t0, 1)
+        else:
+            kit = build_speech_data(preset, data_dir, data, kit_cfg, continuous, progress)
+            timings["speech kit and speech data"] = round(time.perf_counter() - t0, 1)
+
+        # The MoST transformation: stage-0 weights, unit tokens, expert groups, MAMoE routing on.
+        t0 = time.perf_counter()
+        unit_tok = data.unit_tokenizer()
+        transformed = run_root / "transformed"
+        if latest_checkpoint(transformed / "checkpoints") is None:
+            from minimost.checkpoint import WEIGHTS, load_weights, save_checkpoint
+            from minimost.model import MAMoELM
+            from minimost.transform import most_transform
+            stage0 = MAMoELM(model_cfgs["pretrain"])
+            stage0.load_state_dict(load_weights(latest_checkpoint(run_root / "stage0" / "checkpoints") / WEIGHTS))
+            model = most_transform(stage0, unit_tok)
+            if model.cfg != model_cfgs["posttrain"]:
+                raise StageDataError(f"the transformed model's config differs from stage 1's: {model.cfg} vs "
+                                     f"{model_cfgs['posttrain']}; raise vocab_size so the unit tokens fit.")
+            save_checkpoint(transformed / "checkpoints", 0, model.state_dict(), {}, {"model": model.cfg.to_dict()},
+                            tokenizer=unit_tok)
+        timings["transform: MoST conversion"] = round(time.perf_counter() - t0, 1)
+
+        # Stages 1 and 2 start from the previous stage's weights; text perplexity tracks forgetting.
+        previous = transformed
+        for key, stage, title in (("stage1", "posttrain", "stage 1: ASR/TTS post-training"),
+                                  ("stage2", "instruct", "stage 2: instruction tuning")):
+            t0 = time.perf_counter()
+            source, tok = stage_source(data, model_cfgs[stage], train_cfgs[stage])
+            with _cores_beside(kit_job):
+                record = train_stage(model_cfgs[stage], train_cfgs[stage], preset, run_root / key, source, tok,
+                                     eval_fn=text_eval_fn(data, tok), init_from=previous, progress=progress)
+            timings[title] = round(time.perf_counter() - t0, 1)
+            report["stages"][key] = {k: v for k, v in record.items() if isinstance(v, (int, float, str, bool))}
+            report["metrics"][key] = _last_eval(run_root / key)
+            previous = run_root / key
+            if key == until:
+                break
+
+        # The vocoder and the judge: the second process has built them by now, or is finishing them.
+        if kit_job is not None:
+            t0 = time.perf_counter()
+            timings["speech kit and speech data (second process)"] = kit_job.wait()
+            kit = build_speech_data(preset, data_dir, data, kit_cfg, continuous, progress)  # loads what it built
+            timings["waiting for the vocoder and judge after training"] = round(time.perf_counter() - t0, 1)
     except BaseException:
         if kit_job is not None:
             kit_job.stop()
         raise
-    finally:
-        torch.set_num_threads(threads)
-    timings["stage 0: text MoE pretraining"] = round(time.perf_counter() - t0, 1)
-    report["stages"]["stage0"] = {k: v for k, v in record.items() if isinstance(v, (int, float, str, bool))}
-    report["metrics"]["stage0"] = _last_eval(run_root / "stage0")
-
-    if until == "stage0":
-        return _finish(report, timings, t_start, run_root, ["speech kit, transform, stages 1-2 (stopped by until)"])
-
-    # Speech kit (units, vocoder, judge) and the speech tasks rendered with its units.
     from minimost.speech.kit import kit_summary
-    t0 = time.perf_counter()
-    if kit_job is not None:
-        timings["speech kit and speech data (beside stage 0)"] = kit_job.wait()
-    kit = build_speech_data(preset, data_dir, data, kit_cfg, continuous, progress)  # loads what the job built
-    timings["speech kit and speech data"] = round(time.perf_counter() - t0, 1)
     report["speech_kit"] = kit_summary(kit)
-
-    # The MoST transformation: stage-0 weights, unit tokens, expert groups, MAMoE routing on.
-    t0 = time.perf_counter()
-    unit_tok = data.unit_tokenizer()
-    transformed = run_root / "transformed"
-    if latest_checkpoint(transformed / "checkpoints") is None:
-        from minimost.checkpoint import WEIGHTS, load_weights, save_checkpoint
-        from minimost.model import MAMoELM
-        from minimost.transform import most_transform
-        stage0 = MAMoELM(model_cfgs["pretrain"])
-        stage0.load_state_dict(load_weights(latest_checkpoint(run_root / "stage0" / "checkpoints") / WEIGHTS))
-        model = most_transform(stage0, unit_tok)
-        if model.cfg != model_cfgs["posttrain"]:
-            raise StageDataError(f"the transformed model's config differs from stage 1's: {model.cfg} vs "
-                                 f"{model_cfgs['posttrain']}; raise vocab_size so the unit tokens fit.")
-        save_checkpoint(transformed / "checkpoints", 0, model.state_dict(), {}, {"model": model.cfg.to_dict()},
-                        tokenizer=unit_tok)
-    timings["transform: MoST conversion"] = round(time.perf_counter() - t0, 1)
-
-    # Stages 1 and 2 start from the previous stage's weights; text perplexity tracks forgetting.
-    previous = transformed
-    for key, stage, title in (("stage1", "posttrain", "stage 1: ASR/TTS post-training"),
-                              ("stage2", "instruct", "stage 2: instruction tuning")):
-        t0 = time.perf_counter()
-        source, tok = stage_source(data, model_cfgs[stage], train_cfgs[stage])
-        record = train_stage(model_cfgs[stage], train_cfgs[stage], preset, run_root / key, source, tok,
-                             eval_fn=text_eval_fn(data, tok), init_from=previous, progress=progress)
-        timings[title] = round(time.perf_counter() - t0, 1)
-        report["stages"][key] = {k: v for k, v in record.items() if isinstance(v, (int, float, str, bool))}
-        report["metrics"][key] = _last_eval(run_root / key)
-        previous = run_root / key
-        if key == until:
-            break
 
     # Evaluation of the last stage (every family of minimost.evaluate) and text retention per stage.
     if evaluate:

@@ -225,10 +225,12 @@ def test_publish_writes_the_record_and_the_readme_block(tmp_path):
     assert readme.endswith("after\n")
     assert json.loads((tmp_path / "docs" / "results" / "tiny.json").read_text())["run"] == "tiny-abc"
     overlapped = {**json.loads((tmp_path / "docs" / "results" / "tiny.json").read_text()),
-                  "timings_s": {"stage 0: x": 10.0, "speech kit and speech data (beside stage 0)": 14.0,
-                                "speech kit and speech data": 4.5, "total": 20.0}}
-    assert "14.0 s building the speech kit and speech data in a second process beside stage 0, 4.5 s of it " \
-           "after stage 0 ended" in ev.results_block(overlapped)
+                  "timings_s": {"stage 0: x": 10.0, "speech kit and speech data (second process)": 14.0,
+                                "waiting for the speech data after stage 0": 1.5,
+                                "waiting for the vocoder and judge after training": 0.2, "total": 20.0}}
+    assert "14.0 s building the speech kit and speech data in a second process beside the training, of which " \
+           "the training waited 1.5 s for the speech data and 0.2 s for the vocoder and judge" \
+           in ev.results_block(overlapped)
     (tmp_path / "README.md").write_text("# no markers\n")
     with pytest.raises(ev.EvalError, match="markers"):
         ev.publish(run, tmp_path)

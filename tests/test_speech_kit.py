@@ -41,6 +41,21 @@ def test_second_build_loads_the_same_artefacts(kit_and_cache):
     assert kit_summary(again) == kit_summary(kit)
 
 
+def test_unit_kit_is_the_first_part_and_the_kit_skips_the_spoken_stories(kit_and_cache):
+    from minimost.pipeline import prepare_data
+    from minimost.speech.kit import KIT_SKIPS_PURPOSES, build_unit_kit, speech_corpus
+    kit, cache, cfg = kit_and_cache
+    unit_kit = build_unit_kit("micro", cache_dir=str(cache), cfg=cfg, progress=False)
+    assert unit_kit.units.artefact_id == kit.units.artefact_id and not hasattr(unit_kit, "judge")
+    data = prepare_data("micro", str(cache))
+    plan = {r["id"]: r["purpose"] for r in data.dataset("speech_plan") if r["split"] == "train"}
+    whole = speech_corpus(data, str(cache), "train", progress=False)
+    view = speech_corpus(data, str(cache), "train", progress=False, skip_purposes=KIT_SKIPS_PURPOSES)
+    stories = [i for i, p in plan.items() if p == "speech_story"]
+    assert stories and set(stories) <= set(whole["id"])
+    assert sorted(view["id"]) == sorted(i for i, p in plan.items() if p != "speech_story")
+
+
 def test_vocoder_refuses_held_out_voices(kit_and_cache):
     kit, _, _ = kit_and_cache
     units = kit.tokenize(kit.synthesize("a cat sleeps.", TRAIN_VOICES[0]))

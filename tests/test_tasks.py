@@ -17,7 +17,7 @@ from minimost.data.build import (
     tokenizer_texts,
 )
 from minimost.data.tasks import IGNORE_INDEX, TaskError, make_row, render, render_prompt, show_loss
-from minimost.data.world import generate_world, world_config
+from minimost.data.world import generate_world, split_sentences, world_config
 from minimost.tokenizer import Tokenizer, TokenizerError
 
 TRAIN_VOICES = ["en-us+m1:p35:r145", "en-us+f1:p50:r165"]
@@ -106,7 +106,7 @@ def test_speech_plan_voices_and_task_rows(world):
     assert len({r["id"] for r in plan}) == len(plan)
     answer_voice = TRAIN_VOICES[0]
     for r in plan:
-        if r["purpose"] in ("asr_tts", "instruct_prompt") and r["split"] != "test":
+        if r["purpose"] in ("asr_tts", "instruct_prompt", "speech_story") and r["split"] != "test":
             assert r["voice"] in TRAIN_VOICES
         elif r["purpose"] in ("instruct_answer", "spoken_qa_answer"):
             assert r["voice"] == answer_voice
@@ -130,10 +130,20 @@ def test_speech_plan_voices_and_task_rows(world):
         for r in split_rows:
             for col in ("prompt_speech", "answer_speech"):
                 assert not r[col] or r[col] in by_id
-    # the speech-only LM reads the ASR/TTS utterances of its own split, each once
+    # the speech-only LM reads the ASR/TTS utterances of its own split, each once, and (train only)
+    # whole spoken stories: train stories of the world, each one of its text-LM documents
     for split, split_rows in out.items():
         slm = sorted(r["answer_speech"] for r in split_rows if r["task"] == "speech_lm")
-        assert slm == sorted(r["id"] for r in plan if r["split"] == split and r["purpose"] == "asr_tts")
+        assert slm == sorted(r["id"] for r in plan if r["split"] == split
+                             and r["purpose"] in ("asr_tts", "speech_story"))
+    stories = [r for r in plan if r["purpose"] == "speech_story"]
+    assert len(stories) == world.config.n_speech_stories and {r["split"] for r in stories} == {"train"}
+    train_stories = {d["text"] for d in world.corpus["train"] if d["kind"] == "story"}
+    assert {r["text"] for r in stories} <= train_stories
+    assert all(len(split_sentences(r["text"])) == 5 for r in stories)
+    # the plan without its stories is the plan of a world that speaks none (their own random stream)
+    no_stories = generate_world(world_config("micro", n_speech_stories=0))
+    assert speech_plan(no_stories, TRAIN_VOICES, TEST_VOICES) == [r for r in plan if r["purpose"] != "speech_story"]
     spoken_qa = [r for r in out["test"] if r["kind"] == "spoken_qa"]
     assert len(spoken_qa) == 2 * len(world.spoken_qa)             # S->T and S->S
     text_tok = Tokenizer.train(tokenizer_texts(world), 2048, unit_budget=64)

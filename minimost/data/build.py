@@ -93,6 +93,7 @@ def speech_plan(world: World, train_voices: Sequence[str], test_voices: Sequence
       measures transfer from text); train/valid with training voices, test with held-out voices.
     - instruct_prompt / instruct_answer: spoken instructions (train voices) and, for half of them,
       the spoken answer in one fixed `answer_voice` (TTS-like targets need one consistent voice).
+    - speech_story: whole train stories (training voices), for the speech-only LM task alone.
     - spoken_qa / spoken_qa_answer: held-out questions (held-out voices) and their spoken answers.
     - swuggy, sblimp, storycloze: both members of each pair in the same held-out voice.
     """
@@ -121,6 +122,13 @@ def speech_plan(world: World, train_voices: Sequence[str], test_voices: Sequence
             add(f"instruct_prompt-{split}-{i:06d}", x["prompt"], rng.choice(train_voices), split, "instruct_prompt")
             if i % 2:   # every other one is answered in speech
                 add(f"instruct_answer-{split}-{i:06d}", x["answer"], answer_voice, split, "instruct_answer")
+    # Whole spoken stories, for speech_lm only: the story sets score a five-sentence spoken context,
+    # which no single-sentence utterance teaches. Their own random stream, so the rows above are
+    # the same with or without them.
+    story_rng = rng_for(cfg.seed, "speech_plan_stories")
+    stories = [d for d in world.corpus["train"] if d["kind"] == "story"]
+    for i, d in enumerate(story_rng.sample(stories, min(cfg.n_speech_stories, len(stories)))):
+        add(f"speech_story-train-{i:06d}", d["text"], story_rng.choice(train_voices), "train", "speech_story")
     for i, q in enumerate(world.spoken_qa):
         add(f"spoken_qa-{i:05d}", q["question"], test_voices[i % len(test_voices)], "test", "spoken_qa")
         add(f"spoken_qa_answer-{i:05d}", q["answer"], answer_voice, "test", "spoken_qa_answer")
@@ -159,6 +167,8 @@ def task_rows(world: World, plan: Sequence[Mapping]) -> dict[str, list[dict]]:
         if purpose == "asr_tts":
             out[split].append(make_row("asr", f"asr-{r['id']}", prompt_speech=r["id"], answer_text=r["text"]))
             out[split].append(make_row("tts", f"tts-{r['id']}", prompt_text=r["text"], answer_speech=r["id"]))
+            out[split].append(make_row("speech_lm", f"speech_lm-{r['id']}", answer_speech=r["id"]))
+        elif purpose == "speech_story":
             out[split].append(make_row("speech_lm", f"speech_lm-{r['id']}", answer_speech=r["id"]))
         elif purpose in ("instruct_prompt", "spoken_qa"):
             answer_id = r["id"].replace("instruct_prompt", "instruct_answer").replace("spoken_qa", "spoken_qa_answer")

@@ -95,6 +95,7 @@ class WorldConfig:
     n_speech_valid: int = 200
     n_speech_test: int = 300
     n_speech_instruct: int = 2000    # train instructions spoken for speech instruction tuning
+    n_speech_stories: int = 1000     # train stories spoken whole for the speech-only LM (speech_lm)
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -127,12 +128,14 @@ _WORLD_PRESETS: dict[str, dict[str, Any]] = {
     "micro": dict(n_people=12, n_animals=12, n_foods=12, n_objects=16, n_places=8, n_jobs=8,
                   n_sentences=1500, n_stories=150, n_instructions=600, valid_frac=0.1, test_frac=0.1,
                   n_swuggy=40, n_sblimp_per_phenomenon=6, n_storycloze=20,
-                  n_speech_train=200, n_speech_valid=20, n_speech_test=20, n_speech_instruct=100),
+                  n_speech_train=200, n_speech_valid=20, n_speech_test=20, n_speech_instruct=100,
+                  n_speech_stories=10),
     "tiny": dict(),
     "small": dict(n_people=96, n_animals=len(L.ANIMALS), n_foods=len(L.FOODS), n_objects=len(L.OBJECTS),
                   n_places=len(L.PLACES), n_jobs=len(L.JOBS), n_sentences=200000, n_stories=20000,
                   n_instructions=50000, n_swuggy=600, n_sblimp_per_phenomenon=100, n_storycloze=1000,
-                  n_speech_train=40000, n_speech_valid=1000, n_speech_test=1000, n_speech_instruct=20000),
+                  n_speech_train=40000, n_speech_valid=1000, n_speech_test=1000, n_speech_instruct=20000,
+                  n_speech_stories=10000),
 }
 _WORLD_PRESETS["most"] = _WORLD_PRESETS["small"]
 

@@ -6,10 +6,13 @@
 
 What trains on what (DESIGN.md §3, most-reference.md §4 and §8.1):
 - the **units** and the **vocoder** train on the preset's speech plan, train split only (mini-world
-  sentences spoken by the training voices), the same audio the LM's ASR/TTS tasks use;
+  sentences spoken by the training voices), the same audio the LM's ASR/TTS tasks use, less the
+  whole spoken stories that only the LM's speech-only task reads (`KIT_SKIPS_PURPOSES`);
 - the **judge** trains on *other* mini-world training sentences, also spoken by training voices, and
   never on a sentence of the LM's valid/test sets (`judge.check_split` refuses any overlap), so it can
   score TTS output and spoken answers on held-out sentences and voices.
+`build_unit_kit` builds the first part alone (the unit encoder, a `UnitKit`): all that rendering the
+LM's speech tasks needs, so training can start before the vocoder and the judge exist.
 Every artefact is cached by a hash of its inputs; the vocoder records the unit artefact it was
 trained with and refuses any other (`UnitVocoder.check_units`).
 """
@@ -58,12 +61,15 @@ def kit_config(preset: str) -> KitConfig:
     return KitConfig()  # small and most: the artefacts' full defaults
 
 
-class SpeechKit:
-    """Synthesise, tokenise, resynthesise and transcribe: the speech side of minimost in four methods."""
+class UnitKit:
+    """The speech kit's first part, the unit encoder: all the LM's speech data needs.
 
-    def __init__(self, units: UnitTokenizer, vocoder: UnitVocoder, judge: AsrJudge, path: Path):
-        vocoder.check_units(units)
-        self.units, self.vocoder, self.judge, self.path = units, vocoder, judge, Path(path)
+    Stages 1-2 train on its units, so `minimost run` starts them from a `UnitKit` while the vocoder and
+    the judge (needed only to evaluate) still train in the second process (`pipeline.run_pipeline`).
+    """
+
+    def __init__(self, units: UnitTokenizer, path: Path):
+        self.units, self.path = units, Path(path)
 
     def synthesize(self, text: str, voice=TRAIN_VOICES[0]) -> np.ndarray:
         """espeak-ng speech, 16 kHz mono float32."""
@@ -72,6 +78,15 @@ class SpeechKit:
     def tokenize(self, wav: np.ndarray) -> UnitSequence:
         """Deduplicated units (and their run lengths) of a 16 kHz waveform."""
         return self.units.encode(wav)
+
+
+class SpeechKit(UnitKit):
+    """Synthesise, tokenise, resynthesise and transcribe: the speech side of minimost in four methods."""
+
+    def __init__(self, units: UnitTokenizer, vocoder: UnitVocoder, judge: AsrJudge, path: Path):
+        vocoder.check_units(units)
+        super().__init__(units, path)
+        self.vocoder, self.judge = vocoder, judge
 
     def resynthesize(self, units, voice=TRAIN_VOICES[0], durations=None) -> np.ndarray:
         """Units -> speech in a training voice (the vocoder's durations unless given), 16 kHz float32."""
@@ -86,12 +101,38 @@ class SpeechKit:
         return self.judge.transcribe(list(wavs))
 
 
-def speech_corpus(data, cache_dir, split: str = "train", progress: bool = True):
-    """The speech plan's utterances of one split, synthesised (cached by `build_corpus`)."""
+# The spoken stories of the plan exist for the LM's speech_lm task only (docs/data.md): the kit's own
+# artefacts train, and the judge chooses its sentences, as if they were not there, so adding them to
+# the plan leaves the units, the vocoder and the judge unchanged.
+KIT_SKIPS_PURPOSES = ("speech_story",)
+
+
+def speech_corpus(data, cache_dir, split: str = "train", progress: bool = True, skip_purposes=()):
+    """The speech plan's utterances of one split, synthesised (cached by `build_corpus`).
+
+    `skip_purposes` leaves the plan rows of those purposes out of the returned view (they are still
+    synthesised: the corpus on disk is always the whole split).
+    """
     from minimost.speech.corpus import build_corpus
     plan = data.dataset("speech_plan")
     rows = [(r["id"], r["text"], r["voice"]) for r in plan if r["split"] == split]
-    return build_corpus(rows, Path(cache_dir) / f"speech-{data.path.name}-{split}", progress=progress)
+    corpus = build_corpus(rows, Path(cache_dir) / f"speech-{data.path.name}-{split}", progress=progress)
+    if not skip_purposes:
+        return corpus
+    purpose = {r["id"]: r["purpose"] for r in plan if r["split"] == split}
+    keep = [i for i, rid in enumerate(corpus["id"]) if purpose[rid] not in skip_purposes]
+    return corpus if len(keep) == len(corpus) else corpus.select(keep, keep_in_memory=True)
+
+
+def build_unit_kit(preset: str = "tiny", cache_dir: str = "data/cache", data=None,
+                   cfg: KitConfig | None = None, progress: bool = True) -> UnitKit:
+    """Build (or load from the cache) the preset's unit encoder: the first part of `build_speech_kit`."""
+    from minimost.pipeline import prepare_data
+    data = data if data is not None else prepare_data(preset, cache_dir)
+    cfg = cfg or kit_config(preset)
+    root = Path(cache_dir) / "speech_kit"
+    corpus = speech_corpus(data, cache_dir, "train", progress, skip_purposes=KIT_SKIPS_PURPOSES)
+    return UnitKit(train_units(corpus, cfg.units, cache_dir=root / "units", progress=progress), root)
 
 
 def build_speech_kit(preset: str = "tiny", cache_dir: str = "data/cache", data=None,
@@ -100,14 +141,14 @@ def build_speech_kit(preset: str = "tiny", cache_dir: str = "data/cache", data=N
     from minimost.pipeline import prepare_data
     data = data if data is not None else prepare_data(preset, cache_dir)
     cfg = cfg or kit_config(preset)
-    root = Path(cache_dir) / "speech_kit"
-    corpus = speech_corpus(data, cache_dir, "train", progress)
-    units = train_units(corpus, cfg.units, cache_dir=root / "units", progress=progress)
+    unit_kit = build_unit_kit(preset, cache_dir, data, cfg, progress)
+    root, units = unit_kit.path, unit_kit.units
+    corpus = speech_corpus(data, cache_dir, "train", progress, skip_purposes=KIT_SKIPS_PURPOSES)
     vocoder = train_vocoder(corpus, units, cfg.vocoder, cache_dir=root / "vocoder", progress=progress)
-
     held_out = {r["text"] for r in data.dataset("speech_plan") if r["split"] != "train"}
     held_out |= {t for split in ("valid", "test") for t in data.dataset("corpus")[split]["text"]}
-    plan_train = {r["text"] for r in data.dataset("speech_plan") if r["split"] == "train"}
+    plan_train = {r["text"] for r in data.dataset("speech_plan")
+                  if r["split"] == "train" and r["purpose"] not in KIT_SKIPS_PURPOSES}
     candidates = sorted({t for t in data.dataset("corpus")["train"]["text"]} - held_out - plan_train)
     random.Random(0).shuffle(candidates)
     rows = judge_rows(candidates[:cfg.judge_sentences], voices_per_sentence=cfg.judge_voices_per_sentence)
@@ -122,7 +163,7 @@ def kit_summary(kit: SpeechKit) -> dict:
 
 
 
-def speech_units(data, kit: SpeechKit, cache_dir, splits=("train", "valid", "test"),
+def speech_units(data, kit: UnitKit, cache_dir, splits=("train", "valid", "test"),
                  progress: bool = True) -> dict[str, list[int]]:
     """Every speech-plan utterance of `splits`, synthesised and encoded: {speech id: deduplicated units}.
 
@@ -146,7 +187,7 @@ def speech_units(data, kit: SpeechKit, cache_dir, splits=("train", "valid", "tes
     return units
 
 
-def render_speech(data, kit: SpeechKit, cache_dir, progress: bool = True) -> dict:
+def render_speech(data, kit: UnitKit, cache_dir, progress: bool = True) -> dict:
     """Render the ASR, TTS and speech-instruction tasks of a text build with the kit's units.
 
     The tokenizer is extended with one token per unit (`Tokenizer.with_units`, text ids unchanged) and
