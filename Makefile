@@ -20,9 +20,10 @@ PYTHON ?= $(shell for p in python3 python3.12 python3.11 python3.10; do \
 PY := $(ENV_DIR)/bin/python
 STAMP := $(ENV_DIR)/.minimost-installed
 PRESET ?= tiny
-# The stage mixtures of the README's published run: MoST's plus a speech-only LM task and text-LM in
-# stage 2 (docs/evaluation.md, "What the tiny run reaches"). `make demo RUN_SETS=` runs MoST's own.
-RUN_SETS ?= --set posttrain.mixture=asr=0.35,tts=0.35,text_lm=0.15,speech_lm=0.15 \
+# The stage settings of the README's published run: MoST's mixtures plus a speech-only LM task, text-LM
+# in stage 2, and a longer stage 1 (docs/evaluation.md, "What the tiny run reaches").
+# `make demo RUN_SETS=` runs MoST's own mixtures and the preset's steps.
+RUN_SETS ?= --set posttrain.steps=1000 --set posttrain.mixture=asr=0.35,tts=0.3,text_lm=0.15,speech_lm=0.2 \
             --set instruct.mixture=speech_instruct=0.3,text_instruct=0.3,asr=0.1,tts=0.1,text_lm=0.1,speech_lm=0.1
 PYTEST_ARGS ?=
 
