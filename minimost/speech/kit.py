@@ -127,12 +127,17 @@ def speech_corpus(data, cache_dir, split: str = "train", progress: bool = True, 
 def build_unit_kit(preset: str = "tiny", cache_dir: str = "data/cache", data=None,
                    cfg: KitConfig | None = None, progress: bool = True) -> UnitKit:
     """Build (or load from the cache) the preset's unit encoder: the first part of `build_speech_kit`."""
+    return _unit_kit_and_corpus(preset, cache_dir, data, cfg, progress)[0]
+
+
+def _unit_kit_and_corpus(preset, cache_dir, data, cfg, progress):
+    """(the unit kit, the kit's training corpus), so `build_speech_kit` reads the corpus once."""
     from minimost.pipeline import prepare_data
     data = data if data is not None else prepare_data(preset, cache_dir)
     cfg = cfg or kit_config(preset)
     root = Path(cache_dir) / "speech_kit"
     corpus = speech_corpus(data, cache_dir, "train", progress, skip_purposes=KIT_SKIPS_PURPOSES)
-    return UnitKit(train_units(corpus, cfg.units, cache_dir=root / "units", progress=progress), root)
+    return UnitKit(train_units(corpus, cfg.units, cache_dir=root / "units", progress=progress), root), corpus
 
 
 def build_speech_kit(preset: str = "tiny", cache_dir: str = "data/cache", data=None,
@@ -141,9 +146,8 @@ def build_speech_kit(preset: str = "tiny", cache_dir: str = "data/cache", data=N
     from minimost.pipeline import prepare_data
     data = data if data is not None else prepare_data(preset, cache_dir)
     cfg = cfg or kit_config(preset)
-    unit_kit = build_unit_kit(preset, cache_dir, data, cfg, progress)
+    unit_kit, corpus = _unit_kit_and_corpus(preset, cache_dir, data, cfg, progress)
     root, units = unit_kit.path, unit_kit.units
-    corpus = speech_corpus(data, cache_dir, "train", progress, skip_purposes=KIT_SKIPS_PURPOSES)
     vocoder = train_vocoder(corpus, units, cfg.vocoder, cache_dir=root / "vocoder", progress=progress)
     held_out = {r["text"] for r in data.dataset("speech_plan") if r["split"] != "train"}
     held_out |= {t for split in ("valid", "test") for t in data.dataset("corpus")[split]["text"]}
