@@ -245,34 +245,56 @@ def unit_edit_rate(refs: Sequence[Sequence[int]], hyps: Sequence[Sequence[int]])
 
 
 @torch.no_grad()
-def unit_loglik(model: MAMoELM, tok, units_list: Sequence[Sequence[int]], batch_size: int = 32
-                ) -> tuple[list[float], list[float]]:
-    """(sum, mean) log-probability of each unit sequence's unit tokens in `<bos><boa> units`.
+def sequence_loglik(model: MAMoELM, tok, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
+                    batch_size: int = 32) -> tuple[list[float], list[float]]:
+    """(sum, mean) log-probability of each continuation given its prompt; only continuation tokens count.
 
-    Only the unit tokens are scored (not <boa>, not an <eoa> the stimulus does not contain).
+    Each distinct (prompt, continuation) is scored once, so identical stimuli (a spoken pair whose two members
+    give the same units) tie exactly instead of by float noise from different batch paddings.
     """
     device = next(model.parameters()).device
-    seqs = [[tok.special("bos"), tok.special("boa")] + tok.encode_units(u) for u in units_list]
+    distinct: dict[tuple, int] = {}
+    for p, c in zip(prompts, continuations):
+        distinct.setdefault((tuple(p), tuple(c)), len(distinct))
+    seqs = [list(p) + list(c) for p, c in distinct]
+    n_prompt = [len(p) for p, _ in distinct]
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
     sums, means = [0.0] * len(seqs), [0.0] * len(seqs)
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         T = max(len(seqs[i]) for i in chunk)
         ids = torch.full((len(chunk), T), tok.pad_id, dtype=torch.long)
-        mask = torch.zeros(len(chunk), T, dtype=torch.bool)
+        scored = torch.zeros(len(chunk), T, dtype=torch.bool)     # True where a token is scored
         for b, i in enumerate(chunk):
             ids[b, :len(seqs[i])] = torch.tensor(seqs[i])
-            mask[b, :len(seqs[i])] = True
-        ids, mask = ids.to(device), mask.to(device)
+            scored[b, n_prompt[i]:len(seqs[i])] = True
+        mask = torch.arange(T)[None, :] < torch.tensor([len(seqs[i]) for i in chunk])[:, None]
+        ids, mask, scored = ids.to(device), mask.to(device), scored.to(device)
         logits = model(ids, attention_mask_BT=mask, check_inputs=False).logits.float()     # (B, T, V)
-        logp = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1)    # (B, T-1)
-        scored = mask[:, 1:].clone()
-        scored[:, 0] = False                                       # position 1 is <boa>: not a unit
-        logp = (logp * scored).sum(-1)
-        n = scored.sum(-1).clamp(min=1)
+        logp = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1)    # (B, T-1): token t+1
+        logp = (logp * scored[:, 1:]).sum(-1)
+        n = scored[:, 1:].sum(-1).clamp(min=1)
         for b, i in enumerate(chunk):
             sums[i], means[i] = float(logp[b]), float(logp[b] / n[b])
-    return sums, means
+    which = [distinct[(tuple(p), tuple(c))] for p, c in zip(prompts, continuations)]
+    return [sums[i] for i in which], [means[i] for i in which]
+
+
+def unit_loglik(model: MAMoELM, tok, units_list: Sequence[Sequence[int]], batch_size: int = 32
+                ) -> tuple[list[float], list[float]]:
+    """(sum, mean) log-probability of each unit sequence's unit tokens in `<bos><boa> units`.
+
+    Only the unit tokens are scored (not <boa>, not an <eoa> the stimulus does not contain).
+    """
+    prompt = [tok.special("bos"), tok.special("boa")]
+    return sequence_loglik(model, tok, [prompt] * len(units_list), [tok.encode_units(u) for u in units_list],
+                           batch_size)
+
+
+def text_loglik(model: MAMoELM, tok, texts: Sequence[str], batch_size: int = 32) -> tuple[list[float], list[float]]:
+    """(sum, mean) log-probability of each text's tokens in `<bos> text` (the text-LM task, no <eos>)."""
+    return sequence_loglik(model, tok, [[tok.special("bos")]] * len(texts), [tok.encode_text(t) for t in texts],
+                           batch_size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -450,6 +472,11 @@ def eval_slm(model, tok, inp: EvalInputs, cfg: EvalConfig) -> dict:
         n = len(pairs)
         res = {"acc_sum": round(pair_accuracy(sums[:n], sums[n:]), 4),
                "acc_mean": round(pair_accuracy(means[:n], means[n:]), 4), "pairs": n}
+        if all("text" in inp.plan.get(i, {}) for i in ids):
+            # The text topline (ZeroSpeech 2021, TWIST): the same pairs read as text by the same model. The gap
+            # to it is what the speech side has not learnt of what the model knows in text.
+            text_sums, _ = text_loglik(model, tok, [inp.plan[i]["text"] for i in ids], cfg.batch_size)
+            res["text_acc_sum"] = round(pair_accuracy(text_sums[:n], text_sums[n:]), 4)
         if name == "sblimp":
             by = defaultdict(list)
             for k, p in enumerate(pairs):
@@ -706,8 +733,9 @@ def metric_rows(result: Mapping) -> list[tuple[str, str, str, str]]:
         for k, label in names.items():
             if k in m["slm"]:
                 s = m["slm"][k]
+                topline = f"; text topline {_pct(s['text_acc_sum'])}" if "text_acc_sum" in s else ""
                 rows.append((f"{label} accuracy (sum log-prob)", _pct(s["acc_sum"]),
-                             f"per-unit mean: {_pct(s['acc_mean'])}; {s['pairs']} pairs; chance 50 %", k))
+                             f"per-unit mean: {_pct(s['acc_mean'])}{topline}; {s['pairs']} pairs; chance 50 %", k))
     if "sqa" in m:
         q = m["sqa"]
         rows.append(("Spoken QA S→T", _pct(q["s2t"]), f"T→T {_pct(q['t2t'])} on the same {q['questions']} "

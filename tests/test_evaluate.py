@@ -74,6 +74,24 @@ def test_unit_loglik_matches_a_single_sequence_forward(tok, model):
     assert means[0] == pytest.approx(float(logp[1:].mean()), abs=1e-5)
 
 
+def test_text_loglik_scores_the_text_after_bos(tok, model):
+    texts = ["the red fox runs.", "a dog"]
+    sums, means = ev.text_loglik(model, tok, texts, batch_size=2)
+    ids = torch.tensor([[tok.special("bos")] + tok.encode_text(texts[0])])
+    with torch.no_grad():
+        logp = model(ids).logits[0, :-1].log_softmax(-1).gather(-1, ids[0, 1:, None]).squeeze(-1)
+    assert sums[0] == pytest.approx(float(logp.sum()), abs=1e-4)          # every text token, no <eos>
+    assert means[0] == pytest.approx(float(logp.mean()), abs=1e-5)
+
+
+def test_identical_stimuli_tie_exactly_whatever_their_batch(tok, model):
+    # The two copies of [7, 7, 2] fall into batches of different padding; they must still score the same.
+    units = [[7, 7, 2], [1] * 30, [2, 2], [7, 7, 2], [3] * 50]
+    sums, means = ev.unit_loglik(model, tok, units, batch_size=2)
+    assert sums[0] == sums[3] and means[0] == means[3]
+    assert ev.pair_accuracy([sums[0]], [sums[3]]) == 0.5
+
+
 def test_decode_batched_equals_one_prompt_at_a_time(tok, model):
     prompts = [[tok.special("bos")] + tok.encode_text(t) for t in ("the red fox", "a big dog and the cat", "the")]
     eos = tok.special("eos")
@@ -109,6 +127,19 @@ def test_slm_accuracy_of_a_uniform_model_prefers_the_shorter_stimulus(tok):
     assert out["sblimp"]["acc_sum"] == 1.0 and out["sblimp"]["per_phenomenon"] == {"agreement": 1.0}
     assert out["sstorycloze"]["acc_sum"] == 0.5          # equal lengths: a tie
     assert out["tstorycloze"]["acc_sum"] == 1.0
+    assert "text_acc_sum" not in out["swuggy"]           # no stimulus texts in this plan: no topline
+
+
+def test_slm_text_topline_reads_the_same_pairs_as_text(tok):
+    # Uniform model on text too: the member with fewer text tokens wins, whatever its units.
+    units = {"swuggy-0-word": [1, 2, 3], "swuggy-0-nonword": [1, 2]}
+    plan = {"swuggy-0-word": {"text": "a"}, "swuggy-0-nonword": {"text": "the big red fox and the cat"}}
+    data = FakeData({"eval/swuggy": [{"id": "swuggy-0"}], "eval/sblimp": []})
+    out = ev.eval_slm(zero_model(tok), tok, ev.EvalInputs(data, None, units, plan), ev.EvalConfig())
+    assert out["swuggy"]["acc_sum"] == 0.0                # units: the nonword is shorter
+    assert out["swuggy"]["text_acc_sum"] == 1.0           # text: the word is shorter
+    rows = ev.metric_rows({"metrics": {"slm": out}})
+    assert "text topline 100.0 %" in rows[0][2]
 
 
 def test_slm_missing_units_is_a_clear_error(tok):
