@@ -116,6 +116,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from minimost.evaluate import EVAL_TASKS, EvalConfig, EvalError, evaluate_run, render_eval
 
+    if args.across:
+        from minimost.evaluate import render_summary, summarise_runs
+        try:
+            print(render_summary(summarise_runs(args.across)))
+        except EvalError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in EVAL_TASKS]
     if unknown or not tasks:
@@ -281,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--publish", action="store_true",
                    help="also write docs/results/<preset>.json and regenerate the README's results table")
     p.add_argument("--note", default="", help="with --publish: one sentence shown under the table")
+    p.add_argument("--across", nargs="+", metavar="DIR",
+                   help="evaluate nothing: summarise the eval.json of these run folders (e.g. the same command "
+                        "with other train.seed values) as mean ± std per metric")
     for name, what in (("asr", "utterances per split"), ("tts", "sentences"), ("slm", "pairs per set"),
                        ("sqa", "questions")):
         p.add_argument(f"--max-{name}", type=int, help=f"evaluate at most this many {what}")

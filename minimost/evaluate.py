@@ -688,6 +688,60 @@ def evaluate_run(run_dir, tasks: Sequence[str] = EVAL_TASKS, cfg: EvalConfig | N
     return result
 
 
+# What the README's table is read against: the same command with other training seeds.
+SUMMARY_LABELS = {"asr_wer": "ASR WER, held-out voices", "asr_wer_seen": "ASR WER, training voices",
+                  "tts_wer": "TTS judge-WER", "tts_unit_edit": "TTS unit edit rate", "swuggy": "mini-sWUGGY",
+                  "sblimp": "mini-sBLIMP", "sstorycloze": "mini-sStoryCloze", "tstorycloze": "mini-tStoryCloze",
+                  "sqa_s2t": "spoken QA S→T", "sqa_t2t": "spoken QA T→T", "sqa_s2t_over_t2t": "S→T / T→T",
+                  "sqa_s2s": "spoken QA S→S", "text_ppl": "text valid perplexity", "text_qa": "text QA"}
+
+
+def summarise_runs(run_dirs: Sequence) -> dict:
+    """Mean ± sample std of every headline metric over several evaluated runs (e.g. training seeds).
+
+    Reads each run's eval.json; the runs must share a preset and an evaluated stage, or the spread would
+    mix different things.
+    """
+    from minimost.ablate import mean_std
+
+    if not run_dirs:
+        raise EvalError("summarise_runs needs at least one run folder.")
+    results = []
+    for d in map(Path, run_dirs):
+        path = d / "eval.json"
+        if not path.exists():
+            raise EvalError(f"{d} has no eval.json; evaluate it first: python -m minimost eval --run {d}")
+        results.append(json.loads(path.read_text()))
+    kinds = sorted({(r["preset"], r["stage"]) for r in results})
+    if len(kinds) > 1:
+        raise EvalError(f"the runs differ in (preset, evaluated stage): {kinds}; summarise like with like.")
+    keys = [k for k in SUMMARY_LABELS if all(r["headline"].get(k) is not None for r in results)]
+    metrics = {}
+    for k in keys:
+        values = [float(r["headline"][k]) for r in results]
+        mean, std = mean_std(values)
+        metrics[k] = {"values": values, "mean": round(mean, 4), "std": round(std, 4)}
+    return {"preset": kinds[0][0], "stage": kinds[0][1], "runs": [Path(d).name for d in run_dirs],
+            "metrics": metrics}
+
+
+def render_summary(summary: Mapping) -> str:
+    """A markdown table of `summarise_runs`: one column per run, mean ± std, and the preset's target."""
+    def show(key: str, v: float) -> str:
+        return f"{v:.2f}" if key in ("text_ppl", "sqa_s2t_over_t2t") else _pct(v)
+
+    runs = summary["runs"]
+    lines = [f"{len(runs)} runs of preset `{summary['preset']}`, evaluated at {summary['stage']} "
+             "(sample standard deviation, n - 1):", "",
+             "| metric | " + " | ".join(f"`{r}`" for r in runs) + " | mean ± std | target |",
+             "|---|" + "---|" * len(runs) + "---|---|"]
+    for k, m in summary["metrics"].items():
+        spread = f"{show(k, m['mean'])} ± {show(k, m['std'])}"
+        lines.append(f"| {SUMMARY_LABELS[k]} | " + " | ".join(show(k, v) for v in m["values"])
+                     + f" | {spread} | {target_check(summary['preset'], k, m['mean'])} |")
+    return "\n".join(lines)
+
+
 def _write_json(path: Path, obj) -> None:
     from minimost.checkpoint import write_text_atomic
     write_text_atomic(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")

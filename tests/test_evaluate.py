@@ -265,3 +265,35 @@ def test_publish_writes_the_record_and_the_readme_block(tmp_path):
     (tmp_path / "README.md").write_text("# no markers\n")
     with pytest.raises(ev.EvalError, match="markers"):
         ev.publish(run, tmp_path)
+
+
+def _evaluated_run(root, name, headline, preset="tiny", stage="stage2"):
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "eval.json").write_text(json.dumps({"preset": preset, "stage": stage, "headline": headline}))
+    return run
+
+
+def test_summarise_runs_gives_mean_and_sample_std_per_metric(tmp_path, capsys):
+    runs = [_evaluated_run(tmp_path, f"tiny-s{i}", {"swuggy": v, "asr_wer": w, "sqa_s2t": None})
+            for i, (v, w) in enumerate(((0.6, 0.5), (0.7, 0.4), (0.8, 0.3)))]
+    s = ev.summarise_runs(runs)
+    assert s["metrics"]["swuggy"]["mean"] == pytest.approx(0.7)
+    assert s["metrics"]["swuggy"]["std"] == pytest.approx(0.1)          # n - 1: sqrt(0.02 / 2)
+    assert "sqa_s2t" not in s["metrics"]                                 # missing in a run: left out
+    table = ev.render_summary(s)
+    assert "| mini-sWUGGY | 60.0 % | 70.0 % | 80.0 % | 70.0 % ± 10.0 % | ≥ 70 % ✓ |" in table
+    assert "| ASR WER, held-out voices | 50.0 % | 40.0 % | 30.0 % | 40.0 % ± 10.0 % | ≤ 20 % ✗ |" in table
+    from minimost.__main__ import main
+    assert main(["eval", "--across", *map(str, runs)]) == 0
+    assert "70.0 % ± 10.0 %" in capsys.readouterr().out
+
+
+def test_summarise_runs_refuses_unevaluated_or_mixed_runs(tmp_path):
+    a = _evaluated_run(tmp_path, "a", {"swuggy": 0.6})
+    b = _evaluated_run(tmp_path, "b", {"swuggy": 0.6}, stage="stage1")
+    with pytest.raises(ev.EvalError, match="differ"):
+        ev.summarise_runs([a, b])
+    (tmp_path / "c").mkdir()
+    with pytest.raises(ev.EvalError, match="no eval.json"):
+        ev.summarise_runs([a, tmp_path / "c"])
