@@ -20,6 +20,7 @@ import argparse
 import json
 import runpy
 import sys
+import time
 from pathlib import Path
 
 from minimost.config import PRESETS, STAGES, ConfigError, apply_overrides, preset, train_preset
@@ -61,6 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.print_config:
         _print_configs(model_cfg, train_cfg)
         return 0
+    from minimost.background import JobError
     from minimost.pipeline import StageDataError, run_pipeline
     print(f"minimost run --preset {args.preset}")
     print(f"  model: {model_cfg.num_params() / 1e6:.2f} M parameters, "
@@ -68,7 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         report = run_pipeline(args.preset, args.overrides, data_dir=args.data_dir, out_dir=args.out_dir,
                               until=args.until, evaluate=not args.no_eval, overlap_kit=not args.no_overlap_kit)
-    except StageDataError as err:
+    except (StageDataError, JobError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for stage, seconds in report["timings_s"].items():
@@ -173,9 +175,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     kit = None
     continuous = any(resolve_arm(a).continuous for a in arms)   # needs the kit's encoder states (features)
     if args.metrics == "eval" or continuous or not (data.path / "tokenizer_units").exists():
-        from minimost.speech.kit import build_speech_kit, render_speech
-        kit = build_speech_kit(args.preset, args.data_dir, data=data)
-        render_speech(data, kit, args.data_dir)
+        from minimost.pipeline import build_speech_data, default_jobs
+        kit = build_speech_data(args.preset, args.data_dir, data, continuous=continuous, jobs=default_jobs())
     metrics_fn = None
     if args.metrics == "loss" or not _has_module("minimost.evaluate"):
         if args.metrics == "eval":
@@ -208,9 +209,17 @@ def cmd_synth(args: argparse.Namespace) -> int:
     print(f"text data and tokenizer: {data.path}")
     if args.text_only:
         return 0
-    from minimost.speech.kit import build_speech_kit, kit_summary, render_speech
-    kit = build_speech_kit(args.preset, args.data_dir, data=data)
-    print(f"speech kit: {kit_summary(kit)}")
+    from minimost.background import JobError
+    from minimost.pipeline import build_speech_data, default_jobs
+    from minimost.speech.kit import kit_summary, render_speech
+    jobs = args.jobs or default_jobs()
+    t0 = time.perf_counter()
+    try:
+        kit = build_speech_data(args.preset, args.data_dir, data, jobs=jobs)
+    except JobError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"speech kit: {kit_summary(kit)} ({time.perf_counter() - t0:.1f} s with {jobs} process{'es' * (jobs > 1)})")
     for task, splits in render_speech(data, kit, args.data_dir).items():
         print(f"  {task:16s} " + ", ".join(f"{s} {v['examples']} examples, {v['tokens']} tokens"
                                            for s, v in splits.items()))
@@ -324,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="data/cache", help="cache folder (default: data/cache)")
     p.add_argument("--force", action="store_true", help="rebuild even if a cached build exists")
     p.add_argument("--text-only", action="store_true", help="stop after the text data and tokenizer")
+    p.add_argument("--jobs", type=int, choices=[1, 2], default=None,
+                   help="processes for the speech kit: 2 trains the judge and renders the speech tasks beside "
+                        "the unit encoder and the vocoder (default: 2 on a machine with 2 or more cores)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("bench", help="run a benchmark from bench/ (JSON lines out)",

@@ -163,27 +163,84 @@ def train_stage(model_cfg: ModelConfig, train_cfg: TrainConfig, preset: str, run
 
 
 def build_speech_data(preset: str, data_dir, data, kit_cfg=None, continuous: bool = False, progress: bool = True,
-                      on_lm_data=None):
+                      on_lm_data=None, jobs: int = 1):
     """The speech kit (units, vocoder, judge), the speech tasks rendered with its units and, for MoST-C,
     the encoder states: everything stages 1-2 need besides the text build. Cached at every step.
 
-    The LM's speech data needs only the unit encoder, so it is built first; `on_lm_data()` is called
-    once it is on disk (the second process of `run_pipeline` signals stage 1 with it), then the
-    vocoder and the judge train.
+    `jobs=1`: one process, in this order: the unit encoder, the speech tasks (the LM's speech data
+    needs only the units; `on_lm_data()` is called once they are on disk, which is how the second
+    process of `run_pipeline` lets stage 1 start), then the vocoder and the judge.
+    `jobs=2` (what `minimost synth` uses on a machine with 2 cores): a second process trains the judge,
+    which needs no units, while this one trains the unit encoder; then the second renders the speech
+    tasks while this one trains the vocoder. Every part trains on a step budget and on one torch
+    thread, so the artefacts are those of `jobs=1` on one thread; only the wall time differs.
     """
-    from minimost.speech.kit import build_speech_kit, build_unit_kit, render_speech
-    unit_kit = build_unit_kit(preset, data_dir, data=data, cfg=kit_cfg, progress=progress)
+    from minimost.speech.kit import build_speech_kit, build_unit_kit, kit_config
+    if jobs < 1:
+        raise ValueError(f"jobs={jobs}; expected 1 (one process) or 2 (the judge and the speech tasks in a second).")
+    if jobs == 1:
+        unit_kit = build_unit_kit(preset, data_dir, data=data, cfg=kit_cfg, progress=progress)
+        _render_lm_speech_data(data, unit_kit, data_dir, continuous, progress)
+        if on_lm_data is not None:
+            on_lm_data()
+        return build_speech_kit(preset, data_dir, data=data, cfg=kit_cfg, progress=progress)
+
+    from minimost.background import BackgroundJob
+    from minimost.speech.kit import build_kit_vocoder
+    kit_cfg = kit_cfg or kit_config(preset)
+    log = Path(data_dir) / "speech_kit" / f"background-{data.path.name}.log"
+    job = BackgroundJob(_judge_and_lm_speech_data, (preset, str(data_dir), kit_cfg, continuous, data.path.name),
+                        log, what="building the judge and the speech tasks",
+                        hint="Run `python -m minimost synth --preset ... --jobs 1` to build them in the foreground.")
+    if progress:
+        print(f"  speech kit: the judge and the speech tasks build in a second process (log: {log})")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        unit_kit = build_unit_kit(preset, data_dir, data=data, cfg=kit_cfg, progress=progress)
+        job.event.set()                     # the units are on disk: the second process may render with them
+        build_kit_vocoder(data, data_dir, kit_cfg, unit_kit, progress)
+        job.wait()
+    except BaseException:
+        job.stop()
+        raise
+    finally:
+        torch.set_num_threads(threads)
+    if on_lm_data is not None:
+        on_lm_data()
+    return build_speech_kit(preset, data_dir, data=data, cfg=kit_cfg, progress=progress)   # all cached: loads
+
+
+def _render_lm_speech_data(data, unit_kit, data_dir, continuous: bool, progress: bool) -> None:
+    """The speech tasks rendered with the kit's units and, for MoST-C, the encoder states."""
+    from minimost.speech.kit import render_speech
     render_speech(data, unit_kit, data_dir, progress=progress)
     if continuous:
         from minimost.continuous import speech_features
         speech_features(data, unit_kit, data_dir, progress=progress)
-    if on_lm_data is not None:
-        on_lm_data()
-    return build_speech_kit(preset, data_dir, data=data, cfg=kit_cfg, progress=progress)
+
+
+def _judge_and_lm_speech_data(preset: str, data_dir: str, kit_cfg, continuous: bool, build_name: str, units_ready):
+    """The second process of `build_speech_data(jobs=2)`: the judge, then (once the parent has trained
+    the unit encoder and set `units_ready`) the speech tasks."""
+    from minimost.speech.kit import build_kit_judge, build_unit_kit
+    data = prepare_data(preset, data_dir)
+    if data.path.name != build_name:
+        raise StageDataError(f"the second process found the build {data.path.name}, not the parent's {build_name}; "
+                             "was the data cache changed meanwhile?")
+    build_kit_judge(data, data_dir, kit_cfg, progress=True)
+    units_ready.wait()
+    unit_kit = build_unit_kit(preset, data_dir, data=data, cfg=kit_cfg, progress=True)   # cached: loads
+    _render_lm_speech_data(data, unit_kit, data_dir, continuous, progress=True)
 
 
 def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_jobs() -> int:
+    """Processes `build_speech_data` uses when nothing else trains: 2 on a machine with 2+ cores."""
+    return 2 if _cpus() >= 2 else 1
 
 
 def _spare_cores() -> int:
@@ -203,74 +260,20 @@ def _cores_beside(kit_job):
         torch.set_num_threads(threads)
 
 
-def _kit_job_main(preset: str, data_dir: str, kit_cfg, continuous: bool, log_path: str, lm_data_ready) -> None:
-    """Body of the speech-kit process: one torch thread, output to a log file, data loaded from the cache."""
-    import sys
-    import traceback
-    with open(log_path, "a", buffering=1) as log:
-        sys.stdout = sys.stderr = log
-        try:
-            torch.set_num_threads(1)
-            data = prepare_data(preset, data_dir)
-            build_speech_data(preset, data_dir, data, kit_cfg, continuous, progress=True,
-                              on_lm_data=lm_data_ready.set)
-        except BaseException:
-            traceback.print_exc(file=log)   # the parent shows this log's tail
-            raise SystemExit(1) from None
+def _kit_job_main(preset: str, data_dir: str, kit_cfg, continuous: bool, lm_data_ready) -> None:
+    """Body of `run`'s speech-kit process (one torch thread, output to its log): data from the cache."""
+    data = prepare_data(preset, data_dir)
+    build_speech_data(preset, data_dir, data, kit_cfg, continuous, progress=True, on_lm_data=lm_data_ready.set)
 
 
-class _KitJob:
-    """`build_speech_data` in a spawned process (a fresh interpreter: no inherited torch threads or locks).
-
-    Two waits: `wait_for_lm_data` returns as soon as the speech tasks are rendered (the unit encoder
-    is trained; stages 1-2 can start), `wait` when the vocoder and the judge are trained too.
-    """
-
-    def __init__(self, preset: str, data_dir, kit_cfg, continuous: bool, log: Path):
-        import multiprocessing as mp
-        ctx = mp.get_context("spawn")
-        self.log, self.t0 = Path(log), time.perf_counter()
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        self.lm_data_ready = ctx.Event()
-        self.process = ctx.Process(target=_kit_job_main, args=(preset, str(data_dir), kit_cfg, continuous,
-                                                               str(self.log), self.lm_data_ready))
-        # Progress bars go to the log; tqdm reads TQDM_* from the environment when it is imported, so
-        # the child (which inherits this environment) redraws a bar every 20 s rather than every 0.1 s.
-        previous = os.environ.get("TQDM_MININTERVAL")
-        os.environ["TQDM_MININTERVAL"] = "20"
-        try:
-            self.process.start()   # not a daemon: it starts synthesis workers of its own
-        finally:
-            if previous is None:
-                del os.environ["TQDM_MININTERVAL"]
-            else:
-                os.environ["TQDM_MININTERVAL"] = previous
-
-    def alive(self) -> bool:
-        return self.process.is_alive()
-
-    def stop(self) -> None:
-        """End the job early (a stage failed or was interrupted); its caches are written atomically."""
-        if self.process.is_alive():
-            self.process.terminate()
-        self.process.join()
-
-    def wait_for_lm_data(self) -> None:
-        """Block until the speech tasks are rendered (or the job ended; a failed job raises)."""
-        while not self.lm_data_ready.wait(timeout=1.0):
-            if not self.process.is_alive():
-                self.wait()   # raises with the log's tail unless it succeeded
-                return
-
-    def wait(self) -> float:
-        """Block until the kit is built; its wall time in seconds. A failed job raises with its log's tail."""
-        self.process.join()
-        if self.process.exitcode != 0:
-            tail = "\n".join(self.log.read_text().splitlines()[-20:]) if self.log.exists() else "(no log)"
-            raise StageDataError(f"building the speech kit in a second process failed (exit code "
-                                 f"{self.process.exitcode}); the end of {self.log}:\n{tail}\nRun "
-                                 "`python -m minimost synth --preset ...` to build it in the foreground.")
-        return round(time.perf_counter() - self.t0, 1)
+def start_kit_job(preset: str, data_dir, kit_cfg, continuous: bool, log: Path):
+    """`build_speech_data` in a second process beside the training (a `minimost.background.BackgroundJob`):
+    `job.wait_for_event()` returns as soon as the speech tasks are rendered (stages 1-2 can start),
+    `job.wait()` when the vocoder and the judge are trained too."""
+    from minimost.background import BackgroundJob
+    return BackgroundJob(_kit_job_main, (preset, str(data_dir), kit_cfg, continuous), log,
+                         what="building the speech kit",
+                         hint="Run `python -m minimost synth --preset ...` to build it in the foreground.")
 
 
 def run_pipeline(preset: str, overrides: list[str] | None = None, data_dir: str = "data/cache",
@@ -317,7 +320,7 @@ def run_pipeline(preset: str, overrides: list[str] | None = None, data_dir: str 
     continuous = any(t.audio_input == "continuous" for t in train_cfgs.values())
     kit_job = None
     if until != "stage0" and overlap_kit and _spare_cores() >= 1:
-        kit_job = _KitJob(preset, data_dir, kit_cfg, continuous, run_root / "speech_kit.log")
+        kit_job = start_kit_job(preset, data_dir, kit_cfg, continuous, run_root / "speech_kit.log")
         print(f"  speech kit: building beside the training in a second process (log: {kit_job.log})")
 
     try:
@@ -337,7 +340,7 @@ def run_pipeline(preset: str, overrides: list[str] | None = None, data_dir: str 
         # The speech tasks rendered with the kit's units (and the kit itself when there is no second process).
         t0 = time.perf_counter()
         if kit_job is not None:
-            kit_job.wait_for_lm_data()
+            kit_job.wait_for_event()
             timings["waiting for the speech data after stage 0"] = round(time.perf_counter() - t0, 1)
         else:
             kit = build_speech_data(preset, data_dir, data, kit_cfg, continuous, progress)

@@ -98,10 +98,11 @@ def test_run_pipeline_runs_every_stage_writes_a_report_and_skips_finished_stages
     assert all(again["stages"][s].get("skipped") is True for s in ("stage0", "stage1", "stage2"))
 
 
-@pytest.mark.parametrize("wait", ["wait_for_lm_data", "wait"])
+@pytest.mark.parametrize("wait", ["wait_for_event", "wait"])
 def test_a_failed_speech_kit_process_says_what_failed(tmp_path, wait):
-    from minimost.pipeline import _KitJob
-    job = _KitJob("no-such-preset", str(tmp_path), None, False, tmp_path / "speech_kit.log")
-    with pytest.raises(StageDataError, match=r"(?s)exit code 1.*unknown preset 'no-such-preset'.*synth"):
+    from minimost.background import JobError
+    from minimost.pipeline import start_kit_job
+    job = start_kit_job("no-such-preset", str(tmp_path), None, False, tmp_path / "speech_kit.log")
+    with pytest.raises(JobError, match=r"(?s)speech kit failed.*exit code 1.*unknown preset 'no-such-preset'.*synth"):
         getattr(job, wait)()   # stage 1 waits for the speech data, the evaluation for the whole kit
-    assert not job.lm_data_ready.is_set()
+    assert not job.event.is_set()

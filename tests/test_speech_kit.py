@@ -96,3 +96,51 @@ def test_render_speech_saves_audio_statistics_and_every_family_evaluates(kit_and
     assert all(0 <= h[k] <= 1 for k in ("swuggy", "sblimp", "sstorycloze", "tstorycloze", "sqa_s2t", "sqa_s2s"))
     assert metrics["tts"]["ceiling_judge_on_espeak"] >= 0 and metrics["tts"]["sentences"] == 2
     assert (tmp_path / "tts_0.wav").exists()
+
+
+def _small_kit_config(**changes) -> KitConfig:
+    import dataclasses
+    cfg = KitConfig(judge_sentences=12, judge_voices_per_sentence=1,
+                    units=UnitConfig(max_steps=5, time_budget_s=60.0),
+                    vocoder=VocoderConfig(max_steps=5, time_budget_s=60.0),
+                    judge=JudgeConfig(max_steps=5, max_minutes=1.0))
+    return dataclasses.replace(cfg, **changes)
+
+
+def test_two_processes_build_what_one_process_on_one_thread_builds(tmp_path):
+    # jobs=2 moves the judge and the rendering of the speech tasks into a second process; every part
+    # trains on a step budget and one thread, so the artefacts and the LM's units must not change.
+    import torch
+
+    from minimost.pipeline import build_speech_data, prepare_data
+    cfg, built = _small_kit_config(), {}
+    threads = torch.get_num_threads()
+    for jobs in (1, 2):
+        cache = tmp_path / f"jobs{jobs}"
+        data = prepare_data("micro", str(cache))
+        torch.set_num_threads(1)
+        try:
+            kit = build_speech_data("micro", str(cache), data, kit_cfg=cfg, progress=False, jobs=jobs)
+        finally:
+            torch.set_num_threads(threads)
+        units_file = data.path / f"speech_units-{kit.units.artefact_id}.json"
+        built[jobs] = (kit_summary(kit), units_file.read_text(), data.unit_tokenizer().unit_artefact)
+        assert torch.get_num_threads() == threads
+    assert built[1] == built[2]
+    log = next((tmp_path / "jobs2" / "speech_kit").glob("background-*.log"))
+    assert "judge" in log.read_text()   # the second process's progress went to its log
+
+
+def test_a_failure_in_the_second_process_raises_with_its_log(tmp_path):
+    from minimost.background import JobError
+    from minimost.pipeline import build_speech_data, prepare_data
+    data = prepare_data("micro", str(tmp_path))
+    cfg = _small_kit_config(judge_sentences=0)   # only the judge (second process) trips on this
+    with pytest.raises(JobError, match=r"(?s)judge and the speech tasks failed.*no rows.*--jobs 1"):
+        build_speech_data("micro", str(tmp_path), data, kit_cfg=cfg, progress=False, jobs=2)
+
+
+def test_jobs_below_one_are_refused(tmp_path):
+    from minimost.pipeline import build_speech_data
+    with pytest.raises(ValueError, match="jobs=0; expected 1"):
+        build_speech_data("micro", str(tmp_path), data=None, jobs=0)

@@ -13,6 +13,7 @@ What trains on what (DESIGN.md §3, most-reference.md §4 and §8.1):
   score TTS output and spoken answers on held-out sentences and voices.
 `build_unit_kit` builds the first part alone (the unit encoder, a `UnitKit`): all that rendering the
 LM's speech tasks needs, so training can start before the vocoder and the judge exist.
+`build_kit_judge` builds the judge alone: it needs no units, so it can train beside them.
 Every artefact is cached by a hash of its inputs; the vocoder records the unit artefact it was
 trained with and refuses any other (`UnitVocoder.check_units`).
 """
@@ -127,17 +128,12 @@ def speech_corpus(data, cache_dir, split: str = "train", progress: bool = True, 
 def build_unit_kit(preset: str = "tiny", cache_dir: str = "data/cache", data=None,
                    cfg: KitConfig | None = None, progress: bool = True) -> UnitKit:
     """Build (or load from the cache) the preset's unit encoder: the first part of `build_speech_kit`."""
-    return _unit_kit_and_corpus(preset, cache_dir, data, cfg, progress)[0]
-
-
-def _unit_kit_and_corpus(preset, cache_dir, data, cfg, progress):
-    """(the unit kit, the kit's training corpus), so `build_speech_kit` reads the corpus once."""
     from minimost.pipeline import prepare_data
     data = data if data is not None else prepare_data(preset, cache_dir)
     cfg = cfg or kit_config(preset)
-    root = Path(cache_dir) / "speech_kit"
     corpus = speech_corpus(data, cache_dir, "train", progress, skip_purposes=KIT_SKIPS_PURPOSES)
-    return UnitKit(train_units(corpus, cfg.units, cache_dir=root / "units", progress=progress), root), corpus
+    root = Path(cache_dir) / "speech_kit"
+    return UnitKit(train_units(corpus, cfg.units, cache_dir=root / "units", progress=progress), root)
 
 
 def build_speech_kit(preset: str = "tiny", cache_dir: str = "data/cache", data=None,
@@ -146,9 +142,25 @@ def build_speech_kit(preset: str = "tiny", cache_dir: str = "data/cache", data=N
     from minimost.pipeline import prepare_data
     data = data if data is not None else prepare_data(preset, cache_dir)
     cfg = cfg or kit_config(preset)
-    unit_kit, corpus = _unit_kit_and_corpus(preset, cache_dir, data, cfg, progress)
-    root, units = unit_kit.path, unit_kit.units
-    vocoder = train_vocoder(corpus, units, cfg.vocoder, cache_dir=root / "vocoder", progress=progress)
+    unit_kit = build_unit_kit(preset, cache_dir, data, cfg, progress)
+    vocoder = build_kit_vocoder(data, cache_dir, cfg, unit_kit, progress)
+    judge = build_kit_judge(data, cache_dir, cfg, progress)
+    return SpeechKit(unit_kit.units, vocoder, judge, unit_kit.path)
+
+
+def build_kit_vocoder(data, cache_dir: str, cfg: KitConfig, unit_kit: UnitKit, progress: bool = True) -> UnitVocoder:
+    """Build (or load) the kit's vocoder alone, on the units' training corpus (the spoken stories left out)."""
+    corpus = speech_corpus(data, cache_dir, "train", progress, skip_purposes=KIT_SKIPS_PURPOSES)
+    return train_vocoder(corpus, unit_kit.units, cfg.vocoder, cache_dir=unit_kit.path / "vocoder", progress=progress)
+
+
+def build_kit_judge(data, cache_dir: str, cfg: KitConfig, progress: bool = True) -> AsrJudge:
+    """Build (or load) the kit's judge alone: it needs the text build only, not the units, so it can
+    train in a second process while the unit encoder and the vocoder do (`pipeline.build_speech_data`).
+
+    Its sentences are mini-world training sentences that the speech plan does not speak and that no
+    valid/test set holds (`judge.check_split` refuses any overlap).
+    """
     held_out = {r["text"] for r in data.dataset("speech_plan") if r["split"] != "train"}
     held_out |= {t for split in ("valid", "test") for t in data.dataset("corpus")[split]["text"]}
     plan_train = {r["text"] for r in data.dataset("speech_plan")
@@ -156,8 +168,8 @@ def build_speech_kit(preset: str = "tiny", cache_dir: str = "data/cache", data=N
     candidates = sorted({t for t in data.dataset("corpus")["train"]["text"]} - held_out - plan_train)
     random.Random(0).shuffle(candidates)
     rows = judge_rows(candidates[:cfg.judge_sentences], voices_per_sentence=cfg.judge_voices_per_sentence)
-    judge = train_judge(rows, cfg.judge, cache_dir=root / "judge", exclude_texts=held_out, progress=progress)
-    return SpeechKit(units, vocoder, judge, root)
+    return train_judge(rows, cfg.judge, cache_dir=Path(cache_dir) / "speech_kit" / "judge",
+                       exclude_texts=held_out, progress=progress)
 
 
 def kit_summary(kit: SpeechKit) -> dict:
