@@ -110,9 +110,12 @@ def _small_kit_config(**changes) -> KitConfig:
 def test_two_processes_build_what_one_process_on_one_thread_builds(tmp_path):
     # jobs=2 moves the judge and the rendering of the speech tasks into a second process; every part
     # trains on a step budget and one thread, so the artefacts and the LM's units must not change.
+    import json
+
     import torch
 
     from minimost.pipeline import build_speech_data, prepare_data
+    from minimost.speech.kit import render_speech
     cfg, built = _small_kit_config(), {}
     threads = torch.get_num_threads()
     for jobs in (1, 2):
@@ -124,6 +127,8 @@ def test_two_processes_build_what_one_process_on_one_thread_builds(tmp_path):
         finally:
             torch.set_num_threads(threads)
         units_file = data.path / f"speech_units-{kit.units.artefact_id}.json"
+        render_speech(data, kit, str(cache), progress=False)   # rendered already: loads the statistics
+        assert data.stats["speech"] == json.loads((data.path / "speech_stats.json").read_text())
         built[jobs] = (kit_summary(kit), units_file.read_text(), data.unit_tokenizer().unit_artefact)
         assert torch.get_num_threads() == threads
     assert built[1] == built[2]

@@ -216,6 +216,8 @@ def render_speech(data, kit: UnitKit, cache_dir, progress: bool = True) -> dict:
             and all((data.path / "tokens" / t).exists() for t in SPEECH_TASKS)
             and (data.path / "speech_stats.json").exists()):
         # Rendered already with these units: leave the files alone (another process may be reading them).
+        import json
+        data.stats["speech"] = json.loads((data.path / "speech_stats.json").read_text())
         pools = {t: data.dataset(f"tokens/{t}") for t in SPEECH_TASKS}
         return {t: {s: {"examples": len(ds[s]), "tokens": int(sum(ds[s]["length"]))} for s in ("train", "valid")}
                 for t, ds in pools.items()}
