@@ -15,8 +15,10 @@ from minimost.speech.judge import (
     JudgeConfig,
     JudgeError,
     JudgeNet,
+    Lexicon,
     check_split,
     ctc_greedy_decode,
+    ctc_lexicon_decode,
     ids_to_text,
     judge_rows,
     template_sentences,
@@ -51,6 +53,56 @@ def test_greedy_decoding_respects_lengths_and_batches():
     batch = torch.cat([a, b])                                        # (2, 8, vocab)
     out = ctc_greedy_decode(batch, torch.tensor([8, 3]))
     assert [ids_to_text(x) for x in out] == ["dog", "ca"]            # frames past the length are ignored
+
+
+def _soft_frames(frames: list[dict[str, float]]) -> torch.Tensor:
+    """(frames, vocab) log-probs: each frame gives the named characters those probabilities and
+    spreads what is left over the rest of the alphabet ('_' = blank)."""
+    out = []
+    for probs in frames:
+        rest = (1.0 - sum(probs.values())) / (len(ALPHABET) - len(probs))
+        out.append([probs.get(c, rest) for c in ALPHABET])
+    return torch.tensor(out).log()
+
+
+def _spell(path: str, p: float = 0.9) -> list[dict[str, float]]:
+    return [{c: p} for c in path]
+
+
+def test_lexicon_decoding_writes_known_words_where_greedy_misspells():
+    # Frame 3 prefers "k" (0.5) over "c" (0.4): greedy writes "kat", the lexicon knows only "cat".
+    frames = _spell("__") + [{"k": 0.5, "c": 0.4}] + _spell("_a_t_ ") + _spell("d_o_g_")
+    logp = _soft_frames(frames)
+    assert ids_to_text(ctc_greedy_decode(logp[None])[0]) == "kat dog"
+    lexicon = Lexicon(["the cat", "a dog"])
+    assert lexicon.words == ["a", "cat", "dog", "the"] and "cat" in lexicon and "kat" not in lexicon
+    assert ids_to_text(ctc_lexicon_decode(logp, lexicon)) == "cat dog"
+
+
+@pytest.mark.parametrize("path, text", [
+    ("a_ll__", "all"),       # a doubled letter needs a blank between, as in greedy decoding
+    ("a_l_l_", "all"),
+    ("  a_l_l  ", "all"),    # spaces at the edges are pauses
+    ("______", ""),          # silence: no words
+])
+def test_lexicon_decoding_follows_ctc_rules(path, text):
+    out = ctc_lexicon_decode(_soft_frames(_spell(path)), Lexicon(["all", "a"]))
+    assert " ".join(ids_to_text(out).split()) == text
+
+
+def test_lexicon_decoding_gives_none_when_no_beam_ends_in_a_word():
+    # Only "cats" is known and the audio clearly stops at "cat": with a narrow beam, every surviving
+    # prefix is inside the word, and the caller falls back to greedy.
+    logp = _soft_frames(_spell("c_a_t_", p=0.99))
+    assert ctc_lexicon_decode(logp, Lexicon(["cats"]), beam=2) is None
+
+
+def test_lexicon_errors_and_oov():
+    with pytest.raises(JudgeError, match="empty lexicon"):
+        Lexicon([])
+    with pytest.raises(JudgeError, match="cannot write"):
+        Lexicon(["route 66"])
+    assert Lexicon(["a red fox"]).oov(["a red dog", "fox"]) == 1
 
 
 def test_text_ids_round_trip():
@@ -142,6 +194,18 @@ def test_save_load_round_trip(micro, tmp_path):
     assert loaded.transcribe(wavs) == judge.transcribe(wavs)
     for k, v in judge.model.state_dict().items():
         assert torch.equal(v, loaded.model.state_dict()[k])
+
+
+def test_lexicon_transcripts_use_only_lexicon_words(micro):
+    judge, wavs, texts, _, _ = micro
+    lexicon = Lexicon(texts)
+    hyps = judge.transcribe(wavs, lexicon=lexicon)
+    assert len(hyps) == len(wavs) and all(w in lexicon for h in hyps for w in h.split())
+    assert judge.transcribe(wavs, lexicon=texts) == hyps          # texts build the same lexicon
+    with pytest.raises(JudgeError, match="one string"):
+        judge.transcribe(wavs, lexicon="a red fox")
+    with pytest.raises(JudgeError, match="beam=0"):
+        judge.transcribe(wavs, lexicon=lexicon, beam=0)
 
 
 def test_batching_does_not_change_transcripts(micro):

@@ -95,11 +95,12 @@ class SpeechKit(UnitKit):
             units, durations = units.units_dedup, durations
         return self.vocoder.synthesize(units, voice, durations=durations)
 
-    def transcribe(self, wavs):
-        """The judge's transcript of one waveform (str) or of a list of them (list of str)."""
+    def transcribe(self, wavs, lexicon=None):
+        """The judge's transcript of one waveform (str) or of a list of them (list of str); greedy, or
+        with `lexicon` (a `judge.Lexicon` or texts) written in the lexicon's words only."""
         if isinstance(wavs, np.ndarray) and wavs.ndim == 1:
-            return self.judge.transcribe([wavs])[0]
-        return self.judge.transcribe(list(wavs))
+            return self.judge.transcribe([wavs], lexicon=lexicon)[0]
+        return self.judge.transcribe(list(wavs), lexicon=lexicon)
 
 
 # The spoken stories of the plan exist for the LM's speech_lm task only (docs/data.md): the kit's own
