@@ -72,7 +72,7 @@ class EvalConfig:
     tts_voice: str = ""                # vocoder speaker for generated speech; "" = the first training voice
     n_examples: int = 4                # examples kept per family for the report
     ceilings: bool = True              # TTS: also the judge on espeak audio and the vocoder on true units
-    judge_lexicon: bool = True         # TTS: also each judge-WER with decoding held to the corpus's words
+    judge_lexicon: bool = True         # TTS, S→S: also judged with decoding held to the corpus's words
     device: str = "cpu"
     # Speech prompts (ASR, spoken QA) as "units" or "continuous" encoder states (MoST-C). "auto": the
     # path the checkpoint trained with (evaluate_run), else continuous when the model has a projector.
@@ -330,6 +330,14 @@ class EvalInputs:
         plan = {r["id"]: r for r in data.dataset("speech_plan")}
         return cls(data, kit, units, plan, cache_dir)
 
+    def judge_lexicon(self):
+        """Every word of the build's text corpus, as a `judge.Lexicon` (built once)."""
+        if getattr(self, "_lexicon", None) is None:
+            from minimost.speech.judge import Lexicon
+            corpus = self.data.dataset("corpus")
+            self._lexicon = Lexicon(t for split in corpus for t in corpus[split]["text"])
+        return self._lexicon
+
     def rows(self, split: str, task: str, prefix: str = "") -> list[dict]:
         tasks = self.data.dataset("tasks")[split]
         return [r for r in tasks if r["task"] == task and r["id"].startswith(prefix)]
@@ -443,9 +451,7 @@ def eval_tts(model, tok, inp: EvalInputs, cfg: EvalConfig, wav_dir: Path | None 
         # The same audio, decoded in the mini-world's words only (judge.ctc_lexicon_decode): the judge's
         # own misspellings go, so what is left is mostly the speech's. Beside the greedy figures, never
         # instead of them (docs/judge.md, "Lexicon-constrained decoding").
-        from minimost.speech.judge import Lexicon
-        corpus = inp.data.dataset("corpus")
-        lexicon = Lexicon(t for split in corpus for t in corpus[split]["text"])
+        lexicon = inp.judge_lexicon()
         out["wer_lexicon"] = round(wer_report(texts, kit.transcribe(gen_wavs, lexicon=lexicon)).wer, 4)
         out["lexicon_words"], out["lexicon_oov_words"] = len(lexicon), lexicon.oov(texts)
         if cfg.ceilings:
@@ -519,9 +525,12 @@ def eval_sqa(model, tok, inp: EvalInputs, cfg: EvalConfig) -> dict:
     if inp.kit is not None:
         spoken = answer(model, tok, speech_q, spoken_reply=True, cfg=cfg)
         voice = cfg.tts_voice or inp.kit.vocoder.speakers[0]
-        heard = inp.kit.transcribe(inp.kit.vocoder.synthesize_batch([u or [0] for u in spoken], voice))
+        spoken_wavs = inp.kit.vocoder.synthesize_batch([u or [0] for u in spoken], voice)
+        heard = inp.kit.transcribe(spoken_wavs)
         out["s2s"] = acc(heard)
         out["s2s_over_t2t"] = round(out["s2s"] / out["t2t"], 4) if out["t2t"] else None
+        if cfg.judge_lexicon:   # the spoken answers heard in the corpus's words (see eval_tts)
+            out["s2s_lexicon"] = acc(inp.kit.transcribe(spoken_wavs, lexicon=inp.judge_lexicon()))
     else:
         heard = [""] * len(rows)
     out["examples"] = [{"question": q, "gold": g, "s2t": a, "t2t": b, "s2s_heard": c}
@@ -598,7 +607,7 @@ def headline(metrics: Mapping) -> dict[str, float]:
         accs = [metrics["slm"][s]["acc_sum"] for s in SLM_SETS if s in metrics["slm"]]
         h["slm_mean"] = round(sum(accs) / len(accs), 4) if accs else None
     if "sqa" in metrics:
-        for k in ("s2t", "s2s", "t2t", "s2t_over_t2t", "s2s_over_t2t"):
+        for k in ("s2t", "s2s", "s2s_lexicon", "t2t", "s2t_over_t2t", "s2s_over_t2t"):
             if k in metrics["sqa"]:
                 h[f"sqa_{k}"] = metrics["sqa"][k]
     if "text" in metrics:
@@ -711,7 +720,8 @@ SUMMARY_LABELS = {"asr_wer": "ASR WER, held-out voices", "asr_wer_seen": "ASR WE
                   "tts_unit_edit": "TTS unit edit rate", "swuggy": "mini-sWUGGY",
                   "sblimp": "mini-sBLIMP", "sstorycloze": "mini-sStoryCloze", "tstorycloze": "mini-tStoryCloze",
                   "sqa_s2t": "spoken QA S→T", "sqa_t2t": "spoken QA T→T", "sqa_s2t_over_t2t": "S→T / T→T",
-                  "sqa_s2s": "spoken QA S→S", "text_ppl": "text valid perplexity", "text_qa": "text QA"}
+                  "sqa_s2s": "spoken QA S→S", "sqa_s2s_lexicon": "spoken QA S→S, lexicon decoding",
+                  "text_ppl": "text valid perplexity", "text_qa": "text QA"}
 
 
 def summarise_runs(run_dirs: Sequence) -> dict:
@@ -820,6 +830,9 @@ def metric_rows(result: Mapping) -> list[tuple[str, str, str, str]]:
         if "s2s" in q:
             rows.append(("Spoken QA S→S (answer vocoded, judged)", _pct(q["s2s"]),
                          f"S→S/T→T = {q['s2s_over_t2t']}", "sqa_s2s_over_t2t"))
+        if "s2s_lexicon" in q:
+            rows.append(("Spoken QA S→S, answers heard in the corpus's words", _pct(q["s2s_lexicon"]),
+                         "the judge decodes with the lexicon (docs/judge.md)", "sqa_s2s_lexicon"))
     for stage, r in result.get("retention", {}).items():
         rows.append((f"text after {stage}: valid perplexity / text QA", f"{r['valid_ppl']:.2f} / {_pct(r['qa_acc'])}",
                      "stage 0 never saw the QA prompt format" if stage == "stage0" else "retention", ""))

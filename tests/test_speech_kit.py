@@ -71,7 +71,7 @@ def test_render_speech_saves_audio_statistics_and_every_family_evaluates(kit_and
     import torch
 
     from minimost.config import preset
-    from minimost.evaluate import EvalConfig, evaluate_model, headline
+    from minimost.evaluate import EvalConfig, evaluate_model, headline, render_eval
     from minimost.model import MAMoELM
     from minimost.pipeline import prepare_data
     from minimost.speech.kit import render_speech
@@ -95,6 +95,12 @@ def test_render_speech_saves_audio_statistics_and_every_family_evaluates(kit_and
     assert h["asr_wer"] >= 0 and h["tts_unit_edit"] >= 0 and h["text_ppl"] > 1
     assert all(0 <= h[k] <= 1 for k in ("swuggy", "sblimp", "sstorycloze", "tstorycloze", "sqa_s2t", "sqa_s2s"))
     assert metrics["tts"]["ceiling_judge_on_espeak"] >= 0 and metrics["tts"]["sentences"] == 2
+    tts = metrics["tts"]   # the lexicon view beside greedy: every reference word is a corpus word
+    assert tts["lexicon_oov_words"] == 0 and tts["lexicon_words"] > 100
+    assert all(tts[k] >= 0 for k in ("wer_lexicon", "ceiling_judge_on_espeak_lexicon",
+                                     "ceiling_vocoder_true_units_lexicon"))
+    assert h["tts_wer_lexicon"] == tts["wer_lexicon"] and 0 <= h["sqa_s2s_lexicon"] <= 1
+    assert "decoded in the corpus's words" in render_eval({"metrics": metrics, "headline": h, "stage": "stage1"})
     assert (tmp_path / "tts_0.wav").exists()
 
 
