@@ -155,3 +155,15 @@ def test_jobs_below_one_are_refused(tmp_path):
     from minimost.pipeline import build_speech_data
     with pytest.raises(ValueError, match="jobs=0; expected 1"):
         build_speech_data("micro", str(tmp_path), data=None, jobs=0)
+
+
+def test_the_kit_judge_hears_single_sentences_none_of_them_spoken_by_the_plan(kit_and_cache):
+    from minimost.pipeline import prepare_data
+    from minimost.speech.corpus import load_corpus
+    _, cache, cfg = kit_and_cache
+    data = prepare_data("micro", str(cache))
+    heard = set(load_corpus(cache / "speech_kit" / "judge" / "corpus")["text"])
+    train = data.dataset("corpus")["train"]
+    kind = dict(zip(train["text"], train["kind"]))
+    assert len(heard) == cfg.judge_sentences and all(kind[t] != "story" for t in heard)
+    assert not heard & {r["text"] for r in data.dataset("speech_plan")}
