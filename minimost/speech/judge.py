@@ -15,7 +15,7 @@ downloaded here, so minimost trains its own judge on espeak-ng speech, in minute
   words hides some of the errors it is meant to count. `transcribe(..., lexicon=...)` is the other
   view, reported beside greedy, never instead of it: a beam search that writes only known words
   (`ctc_lexicon_decode`), closer to MoST's judges, which have a language model of their own. On
-  the tiny kit's judge it takes test-voice WER from 24.8 % to 4.4 % (docs/judge.md).
+  the tiny kit's judge it takes held-out-voice WER from 15.1 % to 2.6 % (docs/judge.md).
 - **Why ×3 subsampling**: espeak's fast voices say up to 24 characters a second (measured on
   the training voices at 205 words per minute) and CTC needs a blank between doubled letters,
   so 25 Hz (×4) is too tight; 33 Hz leaves room even after a 10 % speed-up.
