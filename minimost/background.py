@@ -23,12 +23,28 @@ class JobError(RuntimeError):
     """The background process failed; the message carries the end of its log."""
 
 
-def _job_main(target, args: tuple, log_path: str, event) -> None:
+def _exit_with_parent(parent_pid: int, every_s: float = 2.0) -> None:
+    """End this process soon after its parent is gone. A parent killed outright (SIGKILL, a notebook
+    kernel restarted) cannot stop its job, and an orphaned job would hold a core for many minutes."""
+    import threading
+
+    def watch():
+        while True:
+            time.sleep(every_s)
+            if os.getppid() != parent_pid:      # re-parented: the parent has died
+                os._exit(3)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _job_main(target, args: tuple, log_path: str, event, parent_pid: int | None = None) -> None:
     """Body of the child: one torch thread, stdout and stderr to the log, `target(*args, event)`."""
     import sys
     import traceback
 
     import torch
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     with open(log_path, "a", buffering=1) as log:
         sys.stdout = sys.stderr = log
         try:
@@ -42,7 +58,8 @@ def _job_main(target, args: tuple, log_path: str, event) -> None:
 class BackgroundJob:
     """`target(*args, event)` in a spawned process. `target` must be a module-level function (it is
     pickled by reference); `event` is a `multiprocessing.Event` shared with the parent (`job.event`).
-    Not a daemon: the job may start worker processes of its own (speech synthesis does)."""
+    Not a daemon: the job may start worker processes of its own (speech synthesis does); it ends by
+    itself within seconds if the parent dies without stopping it."""
 
     def __init__(self, target, args: tuple, log, what: str = "the background job", hint: str = ""):
         import multiprocessing as mp
@@ -50,7 +67,8 @@ class BackgroundJob:
         self.log, self.what, self.hint, self.t0 = Path(log), what, hint, time.perf_counter()
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.event = ctx.Event()
-        self.process = ctx.Process(target=_job_main, args=(target, tuple(args), str(self.log), self.event))
+        self.process = ctx.Process(target=_job_main,
+                                   args=(target, tuple(args), str(self.log), self.event, os.getpid()))
         # Progress bars go to the log; tqdm reads TQDM_* from the environment when it is imported, so
         # the child (which inherits this environment) redraws a bar every 20 s rather than every 0.1 s.
         previous = os.environ.get("TQDM_MININTERVAL")

@@ -195,8 +195,7 @@ def ctc_lexicon_decode(logp: torch.Tensor, lexicon: Lexicon, beam: int = 32,
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}   # prefix -> (blank, char)
     nodes: dict[tuple[int, ...], dict] = {(): root}
     for row in rows:
-        top = max(row)
-        chars = [c for c in range(1, len(row)) if row[c] > max(prune, top - 12.0)]
+        chars = [c for c in range(1, len(row)) if row[c] > prune]   # the characters worth trying here
         nxt: dict[tuple[int, ...], list[float]] = {}
         add = functools.partial(_add_path, nxt)
         for prefix, (p_blank, p_char) in beams.items():
