@@ -442,9 +442,10 @@ def eval_tts(model, tok, inp: EvalInputs, cfg: EvalConfig, wav_dir: Path | None 
            "empty_outputs": empty, "sentences": len(rows), "voice": str(voice)}
     hyp_voc = [""] * len(rows)
     if cfg.ceilings:   # the same for every model: the judge and the vocoder alone
-        hyp_voc = kit.transcribe(kit.vocoder.synthesize_batch(true_units, voice))
+        voc_wavs = kit.vocoder.synthesize_batch(true_units, voice)
         originals = _test_audio(inp, {r["answer_speech"] for r in rows})
-        hyp_orig = kit.transcribe([originals[r["answer_speech"]] for r in rows])
+        orig_wavs = [originals[r["answer_speech"]] for r in rows]
+        hyp_voc, hyp_orig = kit.transcribe(voc_wavs), kit.transcribe(orig_wavs)
         out["ceiling_judge_on_espeak"] = round(wer_report(texts, hyp_orig).wer, 4)
         out["ceiling_vocoder_true_units"] = round(wer_report(texts, hyp_voc).wer, 4)
     if cfg.judge_lexicon:
@@ -455,9 +456,9 @@ def eval_tts(model, tok, inp: EvalInputs, cfg: EvalConfig, wav_dir: Path | None 
         out["wer_lexicon"] = round(wer_report(texts, kit.transcribe(gen_wavs, lexicon=lexicon)).wer, 4)
         out["lexicon_words"], out["lexicon_oov_words"] = len(lexicon), lexicon.oov(texts)
         if cfg.ceilings:
-            heard = kit.transcribe([originals[r["answer_speech"]] for r in rows], lexicon=lexicon)
+            heard = kit.transcribe(orig_wavs, lexicon=lexicon)
             out["ceiling_judge_on_espeak_lexicon"] = round(wer_report(texts, heard).wer, 4)
-            heard = kit.transcribe(kit.vocoder.synthesize_batch(true_units, voice), lexicon=lexicon)
+            heard = kit.transcribe(voc_wavs, lexicon=lexicon)   # the same vocoded audio as the greedy ceiling
             out["ceiling_vocoder_true_units_lexicon"] = round(wer_report(texts, heard).wer, 4)
     out["examples"] = _examples(texts, hyp_gen, cfg.n_examples, vocoder_ceiling=hyp_voc)
     return out

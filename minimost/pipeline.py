@@ -176,7 +176,7 @@ def build_speech_data(preset: str, data_dir, data, kit_cfg=None, continuous: boo
     thread, so the artefacts are those of `jobs=1` on one thread; only the wall time differs.
     """
     from minimost.speech.kit import build_speech_kit, build_unit_kit, kit_config
-    if jobs < 1:
+    if jobs not in (1, 2):
         raise ValueError(f"jobs={jobs}; expected 1 (one process) or 2 (the judge and the speech tasks in a second).")
     if jobs == 1:
         unit_kit = build_unit_kit(preset, data_dir, data=data, cfg=kit_cfg, progress=progress)

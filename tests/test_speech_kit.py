@@ -151,10 +151,12 @@ def test_a_failure_in_the_second_process_raises_with_its_log(tmp_path):
         build_speech_data("micro", str(tmp_path), data, kit_cfg=cfg, progress=False, jobs=2)
 
 
-def test_jobs_below_one_are_refused(tmp_path):
+def test_jobs_other_than_one_or_two_are_refused(tmp_path):
     from minimost.pipeline import build_speech_data
     with pytest.raises(ValueError, match="jobs=0; expected 1"):
         build_speech_data("micro", str(tmp_path), data=None, jobs=0)
+    with pytest.raises(ValueError, match="jobs=3; expected 1"):
+        build_speech_data("micro", str(tmp_path), data=None, jobs=3)
 
 
 def test_the_kit_judge_hears_single_sentences_none_of_them_spoken_by_the_plan(kit_and_cache):
