@@ -1,11 +1,18 @@
 """Corpus building (parallel, cached, resumable) and the real-corpus loaders, on tiny local data."""
 
 import csv
+import multiprocessing
+import os
 import time
 
 import datasets
 import numpy as np
 import pytest
+
+try:
+    import fcntl
+except ImportError:             # Windows
+    fcntl = None
 
 from minimost.speech import corpus
 from minimost.speech.audio import audio_from_hf, encode_audio, resample
@@ -46,7 +53,7 @@ def test_build_columns_and_audio(built):
     assert row["words"] == ["Is", "it", "raining"] and len(row["word_start"]) == 3
     manifest = read_manifest(out)
     assert manifest["num_rows"] == 6 and manifest["total_seconds"] == pytest.approx(sum(ds["duration"]), rel=1e-5)
-    assert sorted(p.name for p in out.iterdir()) == ["dataset"]                  # shards cleaned up
+    assert sorted(p.name for p in out.iterdir()) == [".build.lock", "dataset"]   # shards cleaned up
 
 
 def test_second_call_is_cached(built, monkeypatch):
@@ -87,6 +94,36 @@ def test_resume_after_interruption(built, tmp_path, monkeypatch):
     ds = build_corpus(ROWS, tmp_path, num_workers=1, shard_size=2, progress=False)
     assert calls == [1, 2]                                   # shard 0 was not made again
     assert ds["audio"] == full["audio"] and ds["phoneme_start"] == full["phoneme_start"]
+
+
+def _build_without_synthesising(out_dir, result):
+    """In a forked process: build ROWS in `out_dir`, failing if this process has to synthesise any of it."""
+    def refuse(task):
+        raise AssertionError("synthesised a corpus that another process was building")
+
+    corpus._synth_shard = refuse
+    try:
+        result.put(build_corpus(ROWS, out_dir, num_workers=1, shard_size=2, progress=False)["id"])
+    except BaseException as exc:
+        result.put(repr(exc))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or fcntl is None, reason="fork and fcntl.flock are POSIX-only")
+def test_a_second_builder_waits_for_the_first(built, tmp_path):
+    """Two processes building one corpus: the second waits on the build lock, then loads the first's."""
+    _, full = built
+    ctx = multiprocessing.get_context("fork")
+    result = ctx.Queue()
+    with corpus._build_lock(tmp_path, progress=False):            # "the first builder" holds the lock
+        child = ctx.Process(target=_build_without_synthesising, args=(tmp_path, result))
+        child.start()
+        time.sleep(1.0)
+        assert child.is_alive() and read_manifest(tmp_path) is None   # waiting, not building
+        corpus._build_locked(corpus._normalise_rows(ROWS), tmp_path, corpus_fingerprint(ROWS), 1, 2, 16000,
+                             False, None)
+    child.join(timeout=60)
+    assert result.get(timeout=5) == [r[0] for r in ROWS]              # loaded, did not synthesise
+    assert load_corpus(tmp_path)["audio"] == full["audio"]
 
 
 def test_changing_a_row_rebuilds(built, tmp_path):

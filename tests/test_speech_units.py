@@ -5,12 +5,14 @@ dozen steps on a handful of synthesised utterances. The real measurements (held-
 minutes of training) are in bench/bench_units.py and docs/units.md.
 """
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 import torch
 
+from minimost.speech.audio import audio_from_hf
 from minimost.speech.corpus import synthesis_record
 from minimost.speech.features import FeatureConfig, log_mel, mfcc, normalize_utterance, stack_frames
 from minimost.speech.synth import TEST_VOICES, TRAIN_VOICES, synthesize
@@ -28,6 +30,8 @@ from minimost.speech.units import (
     expand,
     frame_phones,
     kmeans,
+    smooth_path,
+    smooth_paths,
     train_units,
 )
 
@@ -153,7 +157,9 @@ def test_micro_phonetic_encoder_beats_chance(micro, rows):
 def test_encoder_shapes_and_padding(window):
     # A clip padded inside a batch gets the same scores as the clip alone (training = inference).
     torch.manual_seed(0)
-    enc = PhoneticEncoder(80, 10, d_model=32, n_layers=1, n_heads=2, dropout=0.0, window=window).eval()
+    # Two layers: PyTorch's eval fast path turned the padding rows of layer 1 into NaN, which layer 2
+    # spread to the real frames (pytorch/pytorch#118628; `units._mha_fastpath`).
+    enc = PhoneticEncoder(80, 10, d_model=32, n_layers=2, n_heads=2, dropout=0.0, window=window).eval()
     x = torch.randn(2, 41, 80)
     x[1, 17:] = 0.0
     lengths = torch.tensor([41, 17])
@@ -161,8 +167,51 @@ def test_encoder_shapes_and_padding(window):
         y = enc(x, lengths)
         assert y.shape == (2, 11, 10) and enc.out_lengths(lengths).tolist() == [11, 5]   # ceil(T / 4)
         assert torch.allclose(enc(x[1:, :17]), y[1:, :5], atol=1e-5)
+    assert torch.allclose(enc(x, lengths), y, atol=1e-5)                 # with grad: the training path
+    assert torch.backends.mha.get_fastpath_enabled()                    # the switch was restored
     half = PhoneticEncoder(80, 10, d_model=32, n_layers=1, n_heads=2, stride=2).eval()       # 50 Hz
     assert half(x).shape == (2, 21, 10)
+
+
+def _path_score(logp_UC, path, penalty):
+    return float(sum(logp_UC[t, c] for t, c in enumerate(path))) - penalty * sum(a != b for a, b in zip(path, path[1:]))
+
+
+def test_smooth_path_is_the_best_path():
+    """Against brute force over all C ** U paths: the Viterbi path scores as high as the best one."""
+    g = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        logp = torch.randn(6, 3, generator=g).log_softmax(-1)
+        for penalty in (0.0, 0.7, 3.0):
+            path = smooth_path(logp, penalty).tolist()
+            best = max(_path_score(logp, p, penalty) for p in itertools.product(range(3), repeat=6))
+            assert _path_score(logp, path, penalty) == pytest.approx(best, abs=1e-5), (trial, penalty)
+    flicker = torch.tensor([[0.0, -9], [0.0, -9], [-0.9, -0.5], [0.0, -9], [0.0, -9]])
+    assert smooth_path(flicker, 0.0).tolist() == [0, 0, 1, 0, 0]      # the argmax
+    assert smooth_path(flicker, 2.0).tolist() == [0, 0, 0, 0, 0]      # a weak one-frame switch absorbed
+
+
+def test_smooth_paths_batch_equals_one_by_one():
+    g = torch.Generator().manual_seed(1)
+    lengths = [7, 1, 12, 4]
+    clips = [torch.randn(n, 5, generator=g).log_softmax(-1) for n in lengths]
+    padded = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True, padding_value=3.0)   # junk past the ends
+    for got, clip in zip(smooth_paths(padded.numpy(), lengths, 1.5), clips):
+        assert got.tolist() == smooth_path(clip, 1.5).tolist()
+
+
+def test_encode_batch_matches_encode(micro, rows, eval_rows):
+    tok, _ = micro
+    wavs = [r["audio"] for r in rows + eval_rows]
+    wavs = [audio_from_hf(w)[0] for w in wavs]
+    one_by_one = [tok.encode(w) for w in wavs]
+    for batch_seconds in (1.0, 6.0, 1000.0):                  # one clip per batch, a few, all at once
+        batched = tok.encode_batch(wavs, batch_seconds=batch_seconds)
+        frames = [(a.frames(), b.frames()) for a, b in zip(one_by_one, batched)]
+        assert all(len(a) == len(b) for a, b in frames)
+        same = sum(x == y for a, b in frames for x, y in zip(a, b)) / sum(len(a) for a, _ in frames)
+        assert same >= 0.995, (batch_seconds, same)           # float rounding may flip a tie, rarely
+    assert tok.encode_batch([]) == []
 
 
 def test_frame_phones_centres_and_silence():

@@ -6,6 +6,8 @@
 - parallel: worker processes, each with its own espeak engine, work through shards of rows;
 - resumable: each finished shard is written atomically (temp file + `os.replace`), so after an
   interruption a re-run only makes the shards that are missing;
+- safe to call from two processes at once: a builder holds a lock on `out_dir` (`_build_lock`), so a
+  second one waits and then loads what the first built, instead of both writing the same files;
 - cached: the result is keyed by a SHA-256 fingerprint of everything that affects it (rows,
   voices, sample rate, espeak version, code versions). Same inputs → the saved dataset is
   loaded at once; change anything → it is rebuilt;
@@ -222,8 +224,45 @@ def build_corpus(rows: Iterable, out_dir: str | os.PathLike, *, num_workers: int
     manifest = read_manifest(out_dir)
     if manifest is not None and manifest.get("fingerprint") == fingerprint:
         return load_corpus(out_dir)
-
     out_dir.mkdir(parents=True, exist_ok=True)
+    with _build_lock(out_dir, progress):
+        manifest = read_manifest(out_dir)        # another process may have built it while we waited
+        if manifest is not None and manifest.get("fingerprint") == fingerprint:
+            return load_corpus(out_dir)
+        _build_locked(rows, out_dir, fingerprint, num_workers, shard_size, sample_rate, progress, start_method)
+    return load_corpus(out_dir)
+
+
+@contextlib.contextmanager
+def _build_lock(out_dir: Path, progress: bool):
+    """An exclusive lock on `out_dir/.build.lock` for as long as one process builds the corpus there.
+
+    Without it two processes building the same corpus (a notebook and `minimost synth` on one cache)
+    share the shard folder and the temporary dataset folder, and one deletes what the other is
+    writing. `fcntl.flock` is released by the kernel if the holder dies, so a crashed build never
+    leaves the folder locked. Windows has no `fcntl`: there the lock is skipped.
+    """
+    try:
+        import fcntl
+    except ImportError:                          # Windows: no advisory locks here
+        yield
+        return
+    with open(out_dir / ".build.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if progress:
+                print(f"{out_dir}: another process is building this corpus; waiting for it to finish")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _build_locked(rows: list, out_dir: Path, fingerprint: str, num_workers: int | None, shard_size: int,
+                  sample_rate: int, progress: bool, start_method: str | None) -> None:
+    """Synthesise the missing shards and assemble them (the caller holds the build lock)."""
     shard_dir = out_dir / f"shards-{fingerprint[:16]}-{shard_size}"
     for stale in out_dir.glob("shards-*"):           # partial builds of other inputs
         if stale != shard_dir:
@@ -239,7 +278,6 @@ def build_corpus(rows: Iterable, out_dir: str | os.PathLike, *, num_workers: int
                                "corpus_version": CORPUS_VERSION, "espeak": espeak_version(),
                                "voices": sorted({v.name for _, _, v in rows})}, sample_rate, progress)
     shutil.rmtree(shard_dir, ignore_errors=True)
-    return load_corpus(out_dir)
 
 
 def _run_shards(todo: list[tuple], total: int, done: int, num_workers: int | None, progress: bool,

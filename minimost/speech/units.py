@@ -45,6 +45,7 @@ feature frames are 100 per second (`minimost.speech.features`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -424,8 +425,29 @@ class PhoneticEncoder(nn.Module):
                 far = (pos[:, None] - pos[None, :]).abs() > self.window
                 bias = bias.masked_fill(far[None], -1e9)
             mask = bias.repeat_interleave(self.n_heads, dim=0)
-        x = self.layers(x, mask=mask)
+        with _mha_fastpath(False):
+            x = self.layers(x, mask=mask)
         return self.head(self.norm(x))                                # (B, U, C)
+
+
+@contextlib.contextmanager
+def _mha_fastpath(enabled: bool):
+    """Switch PyTorch's fused inference path of `nn.TransformerEncoderLayer` (taken in eval mode
+    without grad) on or off for a block, restoring the previous setting after.
+
+    The encoder needs it off. That path reads an additive float mask as "masked where nonzero", so a
+    padding frame whose window holds only padding gets a fully masked row and comes out NaN; the
+    next layer's attention multiplies it by a zero weight, and NaN spreads to the real frames of
+    every padded clip in a batch (pytorch/pytorch#118628). Measured on the tiny kit before this
+    guard: batched unit encoding and MoST-C's frozen speech encoder gave NaN states for every clip
+    shorter than its batch's longest. The ordinary path, which training uses, is exact.
+    """
+    was = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(enabled)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(was)
 
 
 # --------------------------------------------------------------------------------------------
@@ -636,6 +658,44 @@ class UnitTokenizer:
         """Deduplicated units of a mono clip, with their run lengths in unit frames."""
         return UnitSequence.from_frames(self.encode_frames(wav, sample_rate).tolist(), self.cfg.rate_hz)
 
+    def encode_batch(self, wavs: Sequence[np.ndarray], sample_rate: int = SAMPLE_RATE,
+                     batch_seconds: float = 60.0) -> list[UnitSequence]:
+        """`[encode(w) for w in wavs]`, several times faster for many clips: one padded forward per
+        `batch_seconds` of length-sorted audio, and one smoothing pass over the whole batch.
+
+        The encoder masks padding, so a clip's logits do not depend on its batch up to float
+        rounding (a batched matrix product may sum in another order); a decision exactly on a tie
+        could then differ in a rare frame. `tests/test_speech_units.py` compares the two.
+        """
+        if self.cfg.kind != "phonetic":
+            return [self.encode(w, sample_rate) for w in wavs]
+        feats = [features(w if sample_rate == SAMPLE_RATE else resample(w, sample_rate, SAMPLE_RATE),
+                          self.cfg.feature) for w in wavs]
+        out: list[UnitSequence | None] = [None] * len(feats)
+        order = sorted(range(len(feats)), key=lambda i: feats[i].shape[0])
+        budget = batch_seconds * self.cfg.feature.frame_rate
+        start = 0
+        while start < len(order):
+            end = start + 1                         # padded frames stay under the budget (at least one clip)
+            while end < len(order) and (end + 1 - start) * feats[order[end]].shape[0] <= budget:
+                end += 1
+            batch = order[start:end]
+            lengths = torch.tensor([feats[i].shape[0] for i in batch])
+            with torch.no_grad():
+                logits = self.model(nn.utils.rnn.pad_sequence([feats[i] for i in batch], batch_first=True),
+                                    lengths)                                     # (B, U, C)
+            for i, frames in zip(batch, self._decide_batch(logits, self.model.out_lengths(lengths))):
+                out[i] = UnitSequence.from_frames(frames.tolist(), self.cfg.rate_hz)
+            start = end
+        return out
+
+    def _decide_batch(self, logits_BUC: torch.Tensor, lengths_B: torch.Tensor) -> list[torch.Tensor]:
+        """`_decide` for each clip of a padded batch (its first `lengths_B[b]` frames)."""
+        if self.cfg.objective == "frame" and self.cfg.switch_penalty > 0:
+            logp = logits_BUC.float().log_softmax(-1)
+            return smooth_paths(logp.numpy(), lengths_B.tolist(), self.cfg.switch_penalty)
+        return [self._decide(logits_BUC[b, :n]) for b, n in enumerate(lengths_B.tolist())]
+
     def __repr__(self) -> str:
         return f"UnitTokenizer({self.artefact_id}, {len(self.labels) or self.num_units} classes used)"
 
@@ -648,21 +708,40 @@ def smooth_path(logp_UC: torch.Tensor, penalty: float) -> torch.Tensor:
     argmax differs from its neighbours by less than `penalty` nats is absorbed into them; a
     confident short phone survives. `penalty=0` gives the plain argmax.
     """
-    U, C = logp_UC.shape
-    score = logp_UC[0].clone()
-    back = torch.empty(U, C, dtype=torch.long)
-    own = torch.arange(C)
+    return smooth_paths(logp_UC.float().numpy()[None], [logp_UC.shape[0]], penalty)[0]
+
+
+def smooth_paths(logp_BUC: np.ndarray, lengths: Sequence[int], penalty: float) -> list[torch.Tensor]:
+    """`smooth_path` of every clip in a padded batch at once: float32 (B, U, C) log-probs, the first
+    `lengths[b]` frames of clip b real. Returns one (lengths[b],) path per clip.
+
+    In numpy, one step per frame for the whole batch: each frame's update is a handful of (B, C)
+    operations, and numpy's per-operation cost is a fraction of torch's at these sizes (U is
+    about 75 per clip, C about 80). Frames past a clip's end never reach its path: its score is
+    kept at its last frame and its backtrace starts there.
+    """
+    B, U, C = logp_BUC.shape
+    lengths = np.asarray(lengths)
+    rows = np.arange(B)
+    own = np.arange(C)[None, :]                                        # (1, C)
+    score = logp_BUC[:, 0].copy()                                      # (B, C)
+    final = score.copy()
+    back = np.empty((U, B, C), dtype=np.int32)
+    penalty = np.float32(penalty)
     for t in range(1, U):
-        best = int(score.argmax())
-        switch = score[best] - penalty
-        enter = switch > score
-        back[t] = torch.where(enter, torch.full_like(own, best), own)
-        score = torch.where(enter, switch, score) + logp_UC[t]
-    path = torch.empty(U, dtype=torch.long)
-    path[-1] = int(score.argmax())
+        best = score.argmax(1)                                         # (B,)
+        switch = score[rows, best] - penalty                           # (B,)
+        enter = switch[:, None] > score                                # (B, C): cheaper to switch in
+        back[t] = np.where(enter, best[:, None], own)
+        score = np.where(enter, switch[:, None], score) + logp_BUC[:, t]
+        ends = lengths - 1 == t
+        final[ends] = score[ends]
+    path = np.zeros((B, U), dtype=np.int64)
+    path[rows, lengths - 1] = final.argmax(1)
     for t in range(U - 1, 0, -1):
-        path[t - 1] = back[t, path[t]]
-    return path
+        live = np.nonzero(lengths - 1 >= t)[0]                         # clips that reach frame t
+        path[live, t - 1] = back[t, live, path[live, t]]
+    return [torch.from_numpy(path[b, :n].copy()) for b, n in enumerate(lengths.tolist())]
 
 
 def _nearest_spike(ids_U: torch.Tensor, blank: int, edge: int) -> torch.Tensor:
