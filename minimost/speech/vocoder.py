@@ -698,14 +698,15 @@ def speaker_list(voices: Sequence[str]) -> list[str]:
     return ordered + sorted(seen - set(ordered))
 
 
-def prepare_example(wav: np.ndarray, tokenizer: UnitTokenizer, cfg: VocoderConfig, speaker: str = "") -> _Example:
-    """Units (with run lengths) and the matching log-mel of one clip.
+def prepare_example(wav: np.ndarray, tokenizer: UnitTokenizer, cfg: VocoderConfig, speaker: str = "",
+                    seq: UnitSequence | None = None) -> _Example:
+    """Units (with run lengths) and the matching log-mel of one clip (`seq`: its units, if encoded already).
 
     The tokenizer gives U unit frames for n samples (U = ceil((n // 160 + 1) / 4) at 25 Hz). The
     clip is zero-padded to U · 640 samples, whose mel has 4 U + 1 frames: the first 4 U are the
     target, frame j under unit frame j // 4, exactly the frames the unit encoder grouped.
     """
-    seq = tokenizer.encode(wav)
+    seq = seq if seq is not None else tokenizer.encode(wav)
     up = int(round(cfg.mel_rate / tokenizer.rate_hz))
     n = seq.num_frames * up * cfg.hop_length
     padded = np.zeros(max(n, len(wav)), dtype=np.float32)
@@ -722,11 +723,23 @@ def _prepare(corpus_or_rows: Any, tokenizer: UnitTokenizer, cfg: VocoderConfig, 
     total = len(corpus_or_rows) if hasattr(corpus_or_rows, "__len__") else None
     if cfg.max_utterances is not None:
         total = min(total, cfg.max_utterances) if total is not None else cfg.max_utterances
-    out = []
-    for row in tqdm(rows, total=total, desc="vocoder data", unit="utt", disable=not progress):
-        if cfg.max_utterances is not None and len(out) >= cfg.max_utterances:
-            break
-        out.append(prepare_example(_wav(row), tokenizer, cfg, str(row.get("voice") or "")))
+    out, chunk = [], []
+
+    def flush():
+        # Encoded a few hundred clips at a time (`encode_batch`: the same units as one by one, faster).
+        for (wav, voice), seq in zip(chunk, tokenizer.encode_batch([w for w, _ in chunk])):
+            out.append(prepare_example(wav, tokenizer, cfg, voice, seq=seq))
+        bar.update(len(chunk))
+        chunk.clear()
+
+    with tqdm(total=total, desc="vocoder data", unit="utt", disable=not progress) as bar:
+        for row in rows:
+            if cfg.max_utterances is not None and len(out) + len(chunk) >= cfg.max_utterances:
+                break
+            chunk.append((_wav(row), str(row.get("voice") or "")))
+            if len(chunk) == 256:
+                flush()
+        flush()
     if not out:
         raise ValueError("no rows to train the vocoder on.")
     return out
