@@ -35,7 +35,8 @@ the commands in each script's docstring whenever a GPU is available and appear h
 Scripts: `bench/bench_moe.py` (one MoE layer vs the MoST-style loop, Hugging Face transformers'
 DeepSeek-V2 block and a dense roofline), `bench/bench_train.py` (whole-model training tokens/s, MoE vs
 dense-equal-active), `bench/bench_memory.py` (peak memory, measured and analytic), and the speech-kit
-scripts (`bench_units.py`, `bench_vocoder.py`, `bench_judge.py`, `bench_speech.py`).
+scripts (`bench_units.py`, `bench_vocoder.py`, `bench_judge.py`, `bench_speech.py`, and `bench_kit.py`:
+the kit that `minimost synth` builds, scored on its build's held-out sentences).
 
 **Stale rows.** The `minimost loop` rows of `moe_cpu*.jsonl` were measured before commit ba6d33a made
 the loop dispatch unbind its expert weights (its backward had cost E full-size gradients; one MoST-shape
@@ -197,6 +198,32 @@ def memory_section(meta: dict, rows: list[dict]) -> str:
     return "\n".join(body)
 
 
+def kit_section(meta: dict, rows: list[dict]) -> str:
+    """bench_kit.py: the preset's speech kit on its build's held-out sentences, as three tables."""
+    kit = next((r for r in rows if r.get("bench") == "kit"), {})
+    body = [f"## The {kit.get('preset', '?')} speech kit on its build's held-out sentences ({meta['file']})",
+            provenance(meta), ""]
+    training = kit.get("training", {})
+    body.append("Artefacts: " + "; ".join(
+        f"{name} `{str(kit.get(name, '?'))[:40]}` ({t.get('steps')} steps, {t.get('train_seconds')} s, "
+        f"{t.get('utterances')} utterances)" for name, t in training.items()) + ".")
+    body += ["", md_table(
+        ["set", "units", "PNMI", "phone purity", "cluster purity", "units/s", "units/s after dedup",
+         "cross-voice edit rate (pairs)"],
+        [[r["set"], r["units"], r["pnmi"], r["phone_purity"], r["cluster_purity"], r["units_per_s"],
+          r["units_per_s_dedup"],
+          f"{100 * r['cross_voice_edit_rate']:.1f} % ({r['cross_voice_pairs']})" if "cross_voice_edit_rate" in r else "–"]
+         for r in rows if r.get("bench") == "kit_units"])]
+    body += ["", md_table(["set", "condition", "WER %", "CER %", "synthesis RTF"],
+                          [[r["set"], r["condition"], r["wer_pct"], r["cer_pct"], r.get("rtf", "–")]
+                           for r in rows if r.get("bench") == "vocoder"])]
+    body += ["", md_table(["set", "mel L1", "mel L2", "duration MAE (unit frames)", "durations exact", "predicted / true length"],
+                          [[r["set"], r.get("mel_l1", "–"), r.get("mel_l2", "–"), r.get("dur_mae", "–"),
+                            r.get("dur_exact", "–"), r["length_ratio"]]
+                           for r in rows if r.get("bench") == "vocoder_mel"])]
+    return "\n".join(body)
+
+
 def generic_section(meta: dict, rows: list[dict]) -> str:
     body = [f"## {meta.get('title', meta['file'])}", provenance(meta), ""]
     keys = sorted({k for r in rows for k in r if k not in ("bench", "torch", "date", "machine")})
@@ -288,6 +315,8 @@ def render() -> str:
             sections.append(moe_section(meta, rows))
         elif kind == "memory":
             sections.append(memory_section(meta, rows))
+        elif kind == "kit":
+            sections.append(kit_section(meta, rows))
         else:
             sections.append(generic_section(meta, rows))
         if meta.get("notes"):

@@ -148,3 +148,25 @@ def test_bench_memory_smoke_and_analytic(tmp_path):
 
 def test_make_table_check_passes():
     assert make_table.main(["--check"]) == 0, "run `python bench/make_table.py` and commit docs/performance.md"
+
+
+def test_bench_kit_micro_writes_every_measurement(tmp_path):
+    """bench_kit on the micro kit: every artefact scored on its build's held-out sentences."""
+    import bench_kit
+
+    out = tmp_path / "kit.jsonl"
+    assert bench_kit.main(["--preset", "micro", "--data-dir", str(tmp_path / "cache"), "--clips", "4",
+                           "--voice-sentences", "2", "--examples", "0", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows[0]["bench"] == "meta" and rows[0]["kind"] == "kit"
+    kit = rows[1]
+    assert kit["units"].startswith("units-phonetic-k100-25hz-") and kit["training"]["units"]["steps"] == 30
+    units = [r for r in rows if r["bench"] == "kit_units"]
+    assert len(units) == 6 and {r["utterances"] for r in units} == {4, 16}
+    oracle = [r for r in units if r["units"].startswith("oracle")]
+    assert all(r["pnmi"] == 1.0 for r in oracle)
+    pairs = [r for r in units if "cross_voice_edit_rate" in r]
+    assert len(pairs) == 2 and all(r["cross_voice_pairs"] == 2 * 28 for r in pairs)   # 2 sentences x C(8, 2)
+    conditions = {(r["set"], r["condition"]) for r in rows if r["bench"] == "vocoder"}
+    assert len(conditions) == 8 and all(r["wer_pct"] >= 0 for r in rows if r["bench"] == "vocoder")
+    assert sum(r["bench"] == "vocoder_mel" for r in rows) == 2
