@@ -223,15 +223,19 @@ def _render_lm_speech_data(data, unit_kit, data_dir, continuous: bool, progress:
 def _judge_and_lm_speech_data(preset: str, data_dir: str, kit_cfg, continuous: bool, build_name: str, units_ready):
     """The second process of `build_speech_data(jobs=2)`: the judge, then (once the parent has trained
     the unit encoder and set `units_ready`) the speech tasks."""
+    from minimost.speech.corpus import synthesis_workers
     from minimost.speech.kit import build_kit_judge, build_unit_kit
     data = prepare_data(preset, data_dir)
     if data.path.name != build_name:
         raise StageDataError(f"the second process found the build {data.path.name}, not the parent's {build_name}; "
                              "was the data cache changed meanwhile?")
-    build_kit_judge(data, data_dir, kit_cfg, progress=True)
-    units_ready.wait()
-    unit_kit = build_unit_kit(preset, data_dir, data=data, cfg=kit_cfg, progress=True)   # cached: loads
-    _render_lm_speech_data(data, unit_kit, data_dir, continuous, progress=True)
+    # This process has one core: it synthesises in itself, not with a pool (`synthesis_workers`). On the
+    # tiny kit that took the parent's vocoder from 198 s to about 140 s for its 900 steps (docs/speech.md).
+    with synthesis_workers(1):
+        build_kit_judge(data, data_dir, kit_cfg, progress=True)
+        units_ready.wait()
+        unit_kit = build_unit_kit(preset, data_dir, data=data, cfg=kit_cfg, progress=True)   # cached: loads
+        _render_lm_speech_data(data, unit_kit, data_dir, continuous, progress=True)
 
 
 def _cpus() -> int:

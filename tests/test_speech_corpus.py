@@ -126,6 +126,15 @@ def test_a_second_builder_waits_for_the_first(built, tmp_path):
     assert load_corpus(tmp_path)["audio"] == full["audio"]
 
 
+def test_synthesis_workers_sets_the_default_for_a_block(built, tmp_path, monkeypatch):
+    _, full = built
+    monkeypatch.setattr(corpus.multiprocessing, "get_context", lambda *a: pytest.fail("started a worker pool"))
+    with corpus.synthesis_workers(1):
+        ds = build_corpus(ROWS, tmp_path, shard_size=2, progress=False)      # in this process
+    assert ds["audio"] == full["audio"]                                      # the same corpus as 2 workers
+    assert corpus._default_workers is None                                   # restored
+
+
 def test_changing_a_row_rebuilds(built, tmp_path):
     out, ds = built
     changed = [*ROWS[:-1], (ROWS[-1][0], "Goodbye there!", ROWS[-1][2])]
