@@ -229,8 +229,8 @@ def _judge_and_lm_speech_data(preset: str, data_dir: str, kit_cfg, continuous: b
     if data.path.name != build_name:
         raise StageDataError(f"the second process found the build {data.path.name}, not the parent's {build_name}; "
                              "was the data cache changed meanwhile?")
-    # This process has one core: it synthesises in itself, not with a pool (`synthesis_workers`). On the
-    # tiny kit that took the parent's vocoder from 198 s to about 140 s for its 900 steps (docs/speech.md).
+    # This process has one core of two: it synthesises in itself, not with a pool of 2 workers beside the
+    # parent's training (`synthesis_workers`).
     with synthesis_workers(1):
         build_kit_judge(data, data_dir, kit_cfg, progress=True)
         units_ready.wait()

@@ -214,8 +214,9 @@ def synthesis_workers(n: int | None):
     """Within the block, `build_corpus` calls that do not choose `num_workers` use `n` worker processes.
 
     For a process that owns one core of a shared machine (`pipeline.build_speech_data(jobs=2)`'s second
-    process): a pool of 2 workers there made 3 busy processes on 2 cores, and the other process's
-    training ran 40 % slower while it lasted. The corpus is the same with any number of workers.
+    process), where a pool of 2 workers makes 3 busy processes on 2 cores. On the tiny kit it made no
+    wall-time difference beyond the machine's run-to-run spread (docs/speech.md); it keeps the second
+    process to its core. The corpus is the same with any number of workers.
     """
     global _default_workers
     before, _default_workers = _default_workers, n
