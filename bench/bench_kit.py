@@ -15,6 +15,9 @@ on ASR/TTS sentences of the speech plan that no kit artefact and no LM stage tra
              spoken again in the clip's own voice, where mel and duration errors are measured too)
     judge    the "original espeak" rows: greedy decoding, as every headline TTS figure uses
              (its lexicon-constrained view is bench_judge_decoding.py's)
+    speed    real-time factors on the test clips, fastest of --repeats passes: feature + unit
+             extraction one clip at a time (`encode`) and in batches (`encode_batch`, checked to give
+             the same units), and the judge's greedy transcription; the vocoder's are in its rows
 
 Every WER here is through Griffin-Lim (a phase estimate): label it so when quoting. The artefacts'
 ids and training facts (steps, seconds, corpus size) are in the first result row.
@@ -66,6 +69,34 @@ def voice_pairs_set(data, data_dir: str, test_set, sentences: int):
     return build_corpus(rows, Path(data_dir) / "bench_kit" / f"voices-{data.path.name}-{sentences}", progress=False)
 
 
+def speed_rows(kit, ds, repeats: int, log) -> list[dict]:
+    """Real-time factors of unit extraction (one by one, batched) and of the judge, on one set's clips."""
+    from minimost.speech.audio import SAMPLE_RATE, audio_from_hf
+
+    wavs = [audio_from_hf(cell)[0] for cell in ds["audio"]]
+    audio_s = sum(len(w) for w in wavs) / SAMPLE_RATE
+    arms = {"units: features + encoder, one clip at a time (encode)": lambda: [kit.units.encode(w) for w in wavs],
+            "units: features + encoder, batched (encode_batch)": lambda: kit.units.encode_batch(wavs),
+            "judge: greedy transcription": lambda: kit.judge.transcribe(wavs)}
+    outputs, rows = {}, []
+    for _ in range(repeats):                       # interleaved, so a busy moment hits every arm alike
+        for what, run in arms.items():
+            t0 = time.perf_counter()
+            outputs[what] = run()
+            rows.append((what, time.perf_counter() - t0))
+    one, batched = (outputs[w] for w in list(arms)[:2])
+    if [s.frames() for s in one] != [s.frames() for s in batched]:
+        raise SystemExit("encode_batch gave other units than encode on these clips; see UnitTokenizer.encode_batch.")
+    out = []
+    for what in arms:
+        best = min(t for w, t in rows if w == what)
+        out.append({"bench": "kit_speed", "what": what, "utterances": len(wavs), "audio_s": round(audio_s, 1),
+                    "rtf": round(best / audio_s, 5), "x_realtime": round(audio_s / best, 1),
+                    "ms_per_utt": round(1e3 * best / len(wavs), 2)})
+        log(json.dumps(out[-1]))
+    return out
+
+
 def round_floats(d: dict) -> dict:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in d.items()}
 
@@ -78,6 +109,7 @@ def main(argv=None) -> int:
     p.add_argument("--voice-sentences", type=int, default=40,
                    help="test sentences read by all 8 held-out voices for the cross-voice edit rate")
     p.add_argument("--examples", type=int, default=2, help="clips per condition saved as WAV under the cache")
+    p.add_argument("--repeats", type=int, default=3, help="passes per speed measurement; the fastest is reported")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="JSON lines (default: bench/results/kit_<preset>_cpu.jsonl)")
     args = p.parse_args(argv)
@@ -104,6 +136,7 @@ def main(argv=None) -> int:
             m.pop("per_pair", None)
             rows.append({"bench": "kit_units", "set": name, "units": units, **round_floats(m)})
             log(json.dumps(rows[-1]))
+    rows += speed_rows(kit, test_set, args.repeats, log)
     for name, ds in sets.items():
         examples = Path(args.data_dir) / "bench_kit" / "examples" / name.split(" ")[0]
         rows += measure(kit.vocoder, kit.units, kit.judge, name, ds, examples, args.examples, log)

@@ -217,6 +217,9 @@ def kit_section(meta: dict, rows: list[dict]) -> str:
     body += ["", md_table(["set", "condition", "WER %", "CER %", "synthesis RTF"],
                           [[r["set"], r["condition"], r["wer_pct"], r["cer_pct"], r.get("rtf", "–")]
                            for r in rows if r.get("bench") == "vocoder"])]
+    body += ["", md_table(["speed (test clips)", "utterances", "RTF", "× real time", "ms per utterance"],
+                          [[r["what"], r["utterances"], r["rtf"], r["x_realtime"], r["ms_per_utt"]]
+                           for r in rows if r.get("bench") == "kit_speed"])]
     body += ["", md_table(["set", "mel L1", "mel L2", "duration MAE (unit frames)", "durations exact", "predicted / true length"],
                           [[r["set"], r.get("mel_l1", "–"), r.get("mel_l2", "–"), r.get("dur_mae", "–"),
                             r.get("dur_exact", "–"), r["length_ratio"]]

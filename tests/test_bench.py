@@ -156,7 +156,7 @@ def test_bench_kit_micro_writes_every_measurement(tmp_path):
 
     out = tmp_path / "kit.jsonl"
     assert bench_kit.main(["--preset", "micro", "--data-dir", str(tmp_path / "cache"), "--clips", "4",
-                           "--voice-sentences", "2", "--examples", "0", "--out", str(out)]) == 0
+                           "--voice-sentences", "2", "--examples", "0", "--repeats", "1", "--out", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows[0]["bench"] == "meta" and rows[0]["kind"] == "kit"
     kit = rows[1]
@@ -170,3 +170,5 @@ def test_bench_kit_micro_writes_every_measurement(tmp_path):
     conditions = {(r["set"], r["condition"]) for r in rows if r["bench"] == "vocoder"}
     assert len(conditions) == 8 and all(r["wer_pct"] >= 0 for r in rows if r["bench"] == "vocoder")
     assert sum(r["bench"] == "vocoder_mel" for r in rows) == 2
+    speed = [r for r in rows if r["bench"] == "kit_speed"]
+    assert len(speed) == 3 and all(r["rtf"] > 0 and r["utterances"] == 4 for r in speed)
