@@ -19,11 +19,16 @@ on ASR/TTS sentences of the speech plan that no kit artefact and no LM stage tra
              extraction one clip at a time (`encode`) and in batches (`encode_batch`, checked to give
              the same units), and the judge's greedy transcription; the vocoder's are in its rows
 
+`--steps-scale F` builds a kit whose unit, vocoder and judge step budgets are F times the preset's
+(what a cheaper or a dearer kit buys), with `minimost synth`'s two processes, and records how long
+the build took. Give it a --data-dir of its own: its units re-render that build's speech tasks.
+
 Every WER here is through Griffin-Lim (a phase estimate): label it so when quoting. The artefacts'
 ids and training facts (steps, seconds, corpus size) are in the first result row.
 
     python bench/bench_kit.py --preset tiny --data-dir data/cache       # docs/speech.md's kit table
     python -m minimost bench kit --preset micro --clips 8 --voice-sentences 2 --out /tmp/kit.jsonl
+    python bench/bench_kit.py --preset tiny --data-dir /tmp/half/cache --steps-scale 0.5 --out /tmp/half.jsonl
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -40,9 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))   # _meta.py and bench_
 from _meta import write_results  # noqa: E402
 from bench_vocoder import measure  # noqa: E402
 
-from minimost.pipeline import prepare_data  # noqa: E402
+from minimost.pipeline import build_speech_data, default_jobs, prepare_data  # noqa: E402
 from minimost.speech.corpus import build_corpus  # noqa: E402
-from minimost.speech.kit import build_speech_kit, kit_summary, speech_corpus  # noqa: E402
+from minimost.speech.kit import KitConfig, build_speech_kit, kit_config, kit_summary, speech_corpus  # noqa: E402
 from minimost.speech.synth import TEST_VOICES  # noqa: E402
 from minimost.speech.units import evaluate_units  # noqa: E402
 
@@ -97,6 +103,15 @@ def speed_rows(kit, ds, repeats: int, log) -> list[dict]:
     return out
 
 
+def scaled_kit_config(preset: str, scale: float) -> KitConfig:
+    """The preset's kit with every step budget times `scale` (at least 1 step each)."""
+    cfg = kit_config(preset)
+    steps = lambda n: max(1, round(n * scale))
+    return replace(cfg, units=replace(cfg.units, max_steps=steps(cfg.units.max_steps)),
+                   vocoder=replace(cfg.vocoder, max_steps=steps(cfg.vocoder.max_steps)),
+                   judge=replace(cfg.judge, max_steps=steps(cfg.judge.max_steps)))
+
+
 def round_floats(d: dict) -> dict:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in d.items()}
 
@@ -109,24 +124,34 @@ def main(argv=None) -> int:
     p.add_argument("--voice-sentences", type=int, default=40,
                    help="test sentences read by all 8 held-out voices for the cross-voice edit rate")
     p.add_argument("--examples", type=int, default=2, help="clips per condition saved as WAV under the cache")
+    p.add_argument("--steps-scale", type=float, default=1.0,
+                   help="multiply the preset's unit, vocoder and judge step budgets (use a --data-dir of its own)")
     p.add_argument("--repeats", type=int, default=3, help="passes per speed measurement; the fastest is reported")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="JSON lines (default: bench/results/kit_<preset>_cpu.jsonl)")
     args = p.parse_args(argv)
     if args.clips < 1 or args.voice_sentences < 1:
         p.error("--clips and --voice-sentences must be at least 1")
+    if args.steps_scale <= 0:
+        p.error(f"--steps-scale {args.steps_scale}: expected a positive factor, e.g. 0.5")
     torch.set_num_threads(args.threads)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
     data = prepare_data(args.preset, args.data_dir)
-    kit = build_speech_kit(args.preset, args.data_dir, data=data)
+    cfg = scaled_kit_config(args.preset, args.steps_scale)
+    # Built as `minimost synth` builds it (two processes on 2+ cores); a kit already cached loads.
+    jobs = default_jobs()
+    build_speech_data(args.preset, args.data_dir, data, kit_cfg=cfg, jobs=jobs, progress=False)
+    build_seconds = round(time.perf_counter() - t0, 1)
+    kit = build_speech_kit(args.preset, args.data_dir, data=data, cfg=cfg, progress=False)
     sets = held_out_sets(data, args.data_dir, args.clips)
     test_set = next(iter(sets.values()))
     pairs = voice_pairs_set(data, args.data_dir, test_set, args.voice_sentences)
     training = {name: {k: info.get(k) for k in ("steps", "train_seconds", "utterances", "audio_hours", "voices")}
                 for name, info in (("units", kit.units.info), ("vocoder", kit.vocoder.info), ("judge", kit.judge.info))}
     rows = [{"bench": "kit", "preset": args.preset, "build": data.path.name, **kit_summary(kit), "training": training,
+             "steps_scale": args.steps_scale, "build_seconds": build_seconds, "build_jobs": jobs,
              "inputs_seconds": round(time.perf_counter() - t0, 1)}]
     log(json.dumps(rows[0]))
 

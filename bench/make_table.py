@@ -201,8 +201,13 @@ def memory_section(meta: dict, rows: list[dict]) -> str:
 def kit_section(meta: dict, rows: list[dict]) -> str:
     """bench_kit.py: the preset's speech kit on its build's held-out sentences, as three tables."""
     kit = next((r for r in rows if r.get("bench") == "kit"), {})
-    body = [f"## The {kit.get('preset', '?')} speech kit on its build's held-out sentences ({meta['file']})",
+    scale = kit.get("steps_scale", 1.0)
+    budgets = f", step budgets x {scale:g}" if scale != 1.0 else ""
+    body = [f"## The {kit.get('preset', '?')} speech kit{budgets} on its build's held-out sentences ({meta['file']})",
             provenance(meta), ""]
+    if kit.get("build_seconds") is not None:
+        body += [f"Built (or loaded, when cached) in {kit['build_seconds']} s with {kit.get('build_jobs')} "
+                 "process(es), text build included.", ""]
     training = kit.get("training", {})
     body.append("Artefacts: " + "; ".join(
         f"{name} `{str(kit.get(name, '?'))[:40]}` ({t.get('steps')} steps, {t.get('train_seconds')} s, "
