@@ -27,11 +27,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # _meta.py, when run from elsewhere
 from _meta import write_results  # noqa: E402
+from bench_kit import asr_tts_clips  # noqa: E402
 
 from minimost.pipeline import prepare_data  # noqa: E402
 from minimost.speech.audio import audio_from_hf  # noqa: E402
 from minimost.speech.judge import Lexicon  # noqa: E402
-from minimost.speech.kit import build_kit_judge, kit_config, speech_corpus  # noqa: E402
+from minimost.speech.kit import build_kit_judge, kit_config  # noqa: E402
 from minimost.wer import cer, wer_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,11 +56,9 @@ def main(argv=None) -> int:
     judge = build_kit_judge(data, args.data_dir, kit_config(args.preset))
     corpus = data.dataset("corpus")
     lexicon = Lexicon(t for split in corpus for t in corpus[split]["text"])
-    purpose = {r["id"]: r["purpose"] for r in data.dataset("speech_plan")}
     rows = []
     for split, voices in (("test", "held-out voices"), ("valid", "training voices")):
-        ds = speech_corpus(data, args.data_dir, split, progress=False)
-        ds = ds.select([i for i, rid in enumerate(ds["id"]) if purpose[rid] == "asr_tts"])
+        ds = asr_tts_clips(data, args.data_dir, split)
         wavs = [audio_from_hf(cell)[0] for cell in ds["audio"]]
         refs, audio_s = list(ds["text"]), sum(len(w) for w in wavs) / 16000
         for decoder in ["greedy", *[f"lexicon, beam {b}" for b in beams]]:

@@ -55,17 +55,21 @@ from minimost.speech.units import evaluate_units  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def held_out_sets(data, data_dir: str, clips: int) -> dict:
-    """The build's ASR/TTS sentences of the test split (held-out voices) and the valid split (training voices)."""
+def asr_tts_clips(data, data_dir: str, split: str, limit: int | None = None):
+    """The build's spoken ASR/TTS sentences of one split (the first `limit`): test is read by held-out
+    voices, valid by training voices; no kit artefact and no LM stage trains on either."""
     purpose = {r["id"]: r["purpose"] for r in data.dataset("speech_plan")}
-    sets = {}
-    for split, name in (("test", "test (held-out voices)"), ("valid", "valid (training voices)")):
-        ds = speech_corpus(data, data_dir, split, progress=False)
-        keep = [i for i, rid in enumerate(ds["id"]) if purpose[rid] == "asr_tts"][:clips]
-        if not keep:
-            raise SystemExit(f"the {split} split of {data.path.name} has no asr_tts utterances to score.")
-        sets[name] = ds.select(keep)
-    return sets
+    ds = speech_corpus(data, data_dir, split, progress=False)
+    keep = [i for i, rid in enumerate(ds["id"]) if purpose[rid] == "asr_tts"][:limit]
+    if not keep:
+        raise SystemExit(f"the {split} split of {data.path.name} has no asr_tts utterances to score.")
+    return ds.select(keep)
+
+
+def held_out_sets(data, data_dir: str, clips: int) -> dict:
+    """The test split's ASR/TTS clips (held-out voices) and the valid split's (training voices)."""
+    return {name: asr_tts_clips(data, data_dir, split, clips)
+            for split, name in (("test", "test (held-out voices)"), ("valid", "valid (training voices)"))}
 
 
 def voice_pairs_set(data, data_dir: str, test_set, sentences: int):
