@@ -211,23 +211,29 @@ def cmd_synth(args: argparse.Namespace) -> int:
         return 0
     from minimost.background import JobError
     from minimost.pipeline import build_speech_data, default_jobs
-    from minimost.speech.kit import kit_summary, render_speech
+    from minimost.speech.kit import kit_summary, speech_task_stats
     jobs = args.jobs or default_jobs()
     t0 = time.perf_counter()
+
+    def dataset_ready() -> None:
+        # Called as soon as the speech tasks are on disk: the LM's dataset is complete, while the
+        # vocoder and the judge (evaluation only) may still be training.
+        for task, splits in speech_task_stats(data).items():
+            print(f"  {task:16s} " + ", ".join(f"{s} {v['examples']} examples, {v['tokens']} tokens"
+                                               for s, v in splits.items()))
+        speech = data.stats.get("speech", {})
+        if speech:
+            print(f"speech: {speech['utterances']} utterances, {speech['audio_hours']} h of audio, "
+                  f"{speech['units_per_s_dedup']} units/s after deduplication (details: {data.path / 'speech_stats.json'})")
+        print(f"dataset complete (text, audio, units, tasks, test sets): {data.path} "
+              f"({time.perf_counter() - t0:.1f} s after the text build); the vocoder and the judge follow")
+
     try:
-        kit = build_speech_data(args.preset, args.data_dir, data, jobs=jobs)
+        kit = build_speech_data(args.preset, args.data_dir, data, jobs=jobs, on_lm_data=dataset_ready)
     except JobError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"speech kit: {kit_summary(kit)} ({time.perf_counter() - t0:.1f} s with {jobs} process{'es' * (jobs > 1)})")
-    for task, splits in render_speech(data, kit, args.data_dir).items():
-        print(f"  {task:16s} " + ", ".join(f"{s} {v['examples']} examples, {v['tokens']} tokens"
-                                           for s, v in splits.items()))
-    print(f"speech tasks rendered with unit tokens: {data.path / 'tokens'}")
-    speech = data.stats.get("speech", {})
-    if speech:
-        print(f"speech: {speech['utterances']} utterances, {speech['audio_hours']} h of audio, "
-              f"{speech['units_per_s_dedup']} units/s after deduplication (details: {data.path / 'speech_stats.json'})")
     return 0
 
 

@@ -170,14 +170,16 @@ def build_speech_data(preset: str, data_dir, data, kit_cfg=None, continuous: boo
     `jobs=1`: one process, in this order: the unit encoder, the speech tasks (the LM's speech data
     needs only the units; `on_lm_data()` is called once they are on disk, which is how the second
     process of `run_pipeline` lets stage 1 start), then the vocoder and the judge.
-    `jobs=2` (what `minimost synth` uses on a machine with 2 cores): a second process trains the judge,
-    which needs no units, while this one trains the unit encoder; then the second renders the speech
-    tasks while this one trains the vocoder. Every part trains on a step budget and on one torch
-    thread, so the artefacts are those of `jobs=1` on one thread; only the wall time differs.
+    `jobs=2` (what `minimost synth` uses on a machine with 2 cores) orders the same work so that the LM's
+    dataset is complete as early as it can be: this process synthesises the kit's corpus (2 workers),
+    then trains the unit encoder while a second process synthesises the valid/test speech; this one then
+    renders the speech tasks (`on_lm_data()`: the dataset is done) and trains the vocoder, while the
+    second synthesises the judge's corpus and trains the judge. Every part trains on a step budget and
+    on one torch thread, so the artefacts are those of `jobs=1` on one thread; only the wall time differs.
     """
     from minimost.speech.kit import build_speech_kit, build_unit_kit, kit_config
     if jobs not in (1, 2):
-        raise ValueError(f"jobs={jobs}; expected 1 (one process) or 2 (the judge and the speech tasks in a second).")
+        raise ValueError(f"jobs={jobs}; expected 1 (one process) or 2 (the judge and the held-out speech in a second).")
     if jobs == 1:
         unit_kit = build_unit_kit(preset, data_dir, data=data, cfg=kit_cfg, progress=progress)
         _render_lm_speech_data(data, unit_kit, data_dir, continuous, progress)
@@ -186,19 +188,27 @@ def build_speech_data(preset: str, data_dir, data, kit_cfg=None, continuous: boo
         return build_speech_kit(preset, data_dir, data=data, cfg=kit_cfg, progress=progress)
 
     from minimost.background import BackgroundJob
-    from minimost.speech.kit import build_kit_vocoder
+    from minimost.speech.kit import KIT_SKIPS_PURPOSES, build_kit_vocoder, speech_corpus
     kit_cfg = kit_cfg or kit_config(preset)
     log = Path(data_dir) / "speech_kit" / f"background-{data.path.name}.log"
-    job = BackgroundJob(_judge_and_lm_speech_data, (preset, str(data_dir), kit_cfg, continuous, data.path.name),
-                        log, what="building the judge and the speech tasks",
+    job = BackgroundJob(_held_out_speech_and_judge, (preset, str(data_dir), kit_cfg, data.path.name),
+                        log, what="building the valid/test speech and the judge",
                         hint="Run `python -m minimost synth --preset ... --jobs 1` to build them in the foreground.")
     if progress:
-        print(f"  speech kit: the judge and the speech tasks build in a second process (log: {log})")
+        print(f"  speech kit: the valid/test speech and the judge build in a second process (log: {log})")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        # Both cores synthesise the kit's corpus first: the unit encoder waits for it, and so does
+        # everything after it. Only then does the second process start its own synthesis.
+        speech_corpus(data, data_dir, "train", progress, skip_purposes=KIT_SKIPS_PURPOSES)
+        job.event.set()
         unit_kit = build_unit_kit(preset, data_dir, data=data, cfg=kit_cfg, progress=progress)
-        job.event.set()                     # the units are on disk: the second process may render with them
+        # The valid/test corpora are the second process's (built while the units trained; the corpus
+        # lock makes this wait for them if they are not done yet).
+        _render_lm_speech_data(data, unit_kit, data_dir, continuous, progress)
+        if on_lm_data is not None:
+            on_lm_data()
         build_kit_vocoder(data, data_dir, kit_cfg, unit_kit, progress)
         job.wait()
     except BaseException:
@@ -206,8 +216,6 @@ def build_speech_data(preset: str, data_dir, data, kit_cfg=None, continuous: boo
         raise
     finally:
         torch.set_num_threads(threads)
-    if on_lm_data is not None:
-        on_lm_data()
     return build_speech_kit(preset, data_dir, data=data, cfg=kit_cfg, progress=progress)   # all cached: loads
 
 
@@ -220,22 +228,22 @@ def _render_lm_speech_data(data, unit_kit, data_dir, continuous: bool, progress:
         speech_features(data, unit_kit, data_dir, progress=progress)
 
 
-def _judge_and_lm_speech_data(preset: str, data_dir: str, kit_cfg, continuous: bool, build_name: str, units_ready):
-    """The second process of `build_speech_data(jobs=2)`: the judge, then (once the parent has trained
-    the unit encoder and set `units_ready`) the speech tasks."""
+def _held_out_speech_and_judge(preset: str, data_dir: str, kit_cfg, build_name: str, kit_corpus_ready):
+    """The second process of `build_speech_data(jobs=2)`: once the parent has synthesised the kit's
+    corpus (`kit_corpus_ready`), the valid/test speech the parent renders after the units, then the judge."""
     from minimost.speech.corpus import synthesis_workers
-    from minimost.speech.kit import build_kit_judge, build_unit_kit
+    from minimost.speech.kit import build_kit_judge, speech_corpus
     data = prepare_data(preset, data_dir)
     if data.path.name != build_name:
         raise StageDataError(f"the second process found the build {data.path.name}, not the parent's {build_name}; "
                              "was the data cache changed meanwhile?")
+    kit_corpus_ready.wait()
     # This process has one core of two: it synthesises in itself, not with a pool of 2 workers beside the
     # parent's training (`synthesis_workers`).
     with synthesis_workers(1):
+        for split in ("valid", "test"):
+            speech_corpus(data, data_dir, split, progress=True)
         build_kit_judge(data, data_dir, kit_cfg, progress=True)
-        units_ready.wait()
-        unit_kit = build_unit_kit(preset, data_dir, data=data, cfg=kit_cfg, progress=True)   # cached: loads
-        _render_lm_speech_data(data, unit_kit, data_dir, continuous, progress=True)
 
 
 def _cpus() -> int:

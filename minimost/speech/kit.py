@@ -225,12 +225,18 @@ def render_speech(data, kit: UnitKit, cache_dir, progress: bool = True) -> dict:
         # Rendered already with these units: leave the files alone (another process may be reading them).
         import json
         data.stats["speech"] = json.loads((data.path / "speech_stats.json").read_text())
-        pools = {t: data.dataset(f"tokens/{t}") for t in SPEECH_TASKS}
-        return {t: {s: {"examples": len(ds[s]), "tokens": int(sum(ds[s]["length"]))} for s in ("train", "valid")}
-                for t, ds in pools.items()}
+        return speech_task_stats(data)
     stats = render_speech_tasks(data, units, kit.units.num_units, unit_artefact=kit.units.artefact_id)
     speech_stats(data, units, cache_dir)
     return stats
+
+
+def speech_task_stats(data) -> dict:
+    """Examples and tokens per rendered speech task and split, read from the build's `tokens/` folder."""
+    from minimost.data.build import SPEECH_TASKS
+    pools = {t: data.dataset(f"tokens/{t}") for t in SPEECH_TASKS}
+    return {t: {s: {"examples": len(ds[s]), "tokens": int(sum(ds[s]["length"]))} for s in ("train", "valid")}
+            for t, ds in pools.items()}
 
 
 def speech_stats(data, units: dict[str, list[int]], cache_dir) -> dict:
