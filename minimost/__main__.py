@@ -213,11 +213,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from minimost.pipeline import build_speech_data, default_jobs
     from minimost.speech.kit import kit_summary, speech_task_stats
     jobs = args.jobs or default_jobs()
-    t0 = time.perf_counter()
+    t0, wall0 = time.perf_counter(), time.time()
 
     def dataset_ready() -> None:
-        # Called as soon as the speech tasks are on disk: the LM's dataset is complete, while the
-        # vocoder and the judge (evaluation only) may still be training.
+        # Called once the speech tasks are on disk (with 2 processes, once both are done): the time
+        # printed is when the last file of the dataset was written, speech_stats.json.
         for task, splits in speech_task_stats(data).items():
             print(f"  {task:16s} " + ", ".join(f"{s} {v['examples']} examples, {v['tokens']} tokens"
                                                for s, v in splits.items()))
@@ -225,8 +225,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
         if speech:
             print(f"speech: {speech['utterances']} utterances, {speech['audio_hours']} h of audio, "
                   f"{speech['units_per_s_dedup']} units/s after deduplication (details: {data.path / 'speech_stats.json'})")
-        print(f"dataset complete (text, audio, units, tasks, test sets): {data.path} "
-              f"({time.perf_counter() - t0:.1f} s after the text build); the vocoder and the judge follow")
+        done = (data.path / "speech_stats.json").stat().st_mtime - wall0
+        when = f"complete {done:.1f} s after the text build" if done >= 0 else "cached"
+        print(f"dataset (text, audio, units, tasks, test sets): {data.path}, {when}")
 
     try:
         kit = build_speech_data(args.preset, args.data_dir, data, jobs=jobs, on_lm_data=dataset_ready)

@@ -2,7 +2,7 @@
 
     job = BackgroundJob(build_something, (preset, data_dir), log="runs/x/something.log")
     ...                                   # the parent works on meanwhile
-    job.event.set()                       # a signal either side can set or wait for
+    job.event.set()                       # a signal either side can set or wait for (`events=n`: job.events)
     seconds = job.wait()                  # raises JobError with the log's tail if the job failed
 
 Used by `minimost run` (the speech kit beside stage 0) and by `minimost synth` (the judge and the
@@ -37,8 +37,8 @@ def _exit_with_parent(parent_pid: int, every_s: float = 2.0) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _job_main(target, args: tuple, log_path: str, event, parent_pid: int | None = None) -> None:
-    """Body of the child: one torch thread, stdout and stderr to the log, `target(*args, event)`."""
+def _job_main(target, args: tuple, log_path: str, events: tuple, parent_pid: int | None = None) -> None:
+    """Body of the child: one torch thread, stdout and stderr to the log, `target(*args, *events)`."""
     import sys
     import traceback
 
@@ -49,26 +49,29 @@ def _job_main(target, args: tuple, log_path: str, event, parent_pid: int | None 
         sys.stdout = sys.stderr = log
         try:
             torch.set_num_threads(1)
-            target(*args, event)
+            target(*args, *events)
         except BaseException:
             traceback.print_exc(file=log)   # the parent shows this log's tail
             raise SystemExit(1) from None
 
 
 class BackgroundJob:
-    """`target(*args, event)` in a spawned process. `target` must be a module-level function (it is
-    pickled by reference); `event` is a `multiprocessing.Event` shared with the parent (`job.event`).
+    """`target(*args, *job.events)` in a spawned process. `target` must be a module-level function (it
+    is pickled by reference); `job.events` are `events` `multiprocessing.Event`s shared with the parent
+    (`job.event` is the first), signals either side can set or wait for.
     Not a daemon: the job may start worker processes of its own (speech synthesis does); it ends by
     itself within seconds if the parent dies without stopping it."""
 
-    def __init__(self, target, args: tuple, log, what: str = "the background job", hint: str = ""):
+    def __init__(self, target, args: tuple, log, what: str = "the background job", hint: str = "",
+                 events: int = 1):
         import multiprocessing as mp
         ctx = mp.get_context("spawn")
         self.log, self.what, self.hint, self.t0 = Path(log), what, hint, time.perf_counter()
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        self.event = ctx.Event()
+        self.events = tuple(ctx.Event() for _ in range(events))
+        self.event = self.events[0]
         self.process = ctx.Process(target=_job_main,
-                                   args=(target, tuple(args), str(self.log), self.event, os.getpid()))
+                                   args=(target, tuple(args), str(self.log), self.events, os.getpid()))
         # Progress bars go to the log; tqdm reads TQDM_* from the environment when it is imported, so
         # the child (which inherits this environment) redraws a bar every 20 s rather than every 0.1 s.
         previous = os.environ.get("TQDM_MININTERVAL")

@@ -114,7 +114,7 @@ def _small_kit_config(**changes) -> KitConfig:
 
 
 def test_two_processes_build_what_one_process_on_one_thread_builds(tmp_path):
-    # jobs=2 moves the valid/test synthesis and the judge into a second process; every part
+    # jobs=2 moves the judge and the speech tasks into a second process; every part
     # trains on a step budget and one thread, so the artefacts and the LM's units must not change.
     import json
 
@@ -131,7 +131,8 @@ def test_two_processes_build_what_one_process_on_one_thread_builds(tmp_path):
         seen = []
 
         def dataset_ready(data=data, cache=cache, seen=seen):
-            # The LM's dataset is complete before the vocoder (evaluation only) trains, either way.
+            # The LM's dataset is on disk when this is called; in one process, before the vocoder
+            # (evaluation only) trains, so that `run` can start stage 1 early.
             seen.append((all((data.path / "tokens" / t).exists() for t in SPEECH_TASKS),
                          (data.path / "speech_stats.json").exists(),
                          any((cache / "speech_kit" / "vocoder").glob("*/*.json"))))
@@ -141,7 +142,7 @@ def test_two_processes_build_what_one_process_on_one_thread_builds(tmp_path):
                                     on_lm_data=dataset_ready)
         finally:
             torch.set_num_threads(threads)
-        assert seen == [(True, True, False)]
+        assert seen == [(True, True, jobs == 2)]
         units_file = data.path / f"speech_units-{kit.units.artefact_id}.json"
         render_speech(data, kit, str(cache), progress=False)   # rendered already: loads the statistics
         assert data.stats["speech"] == json.loads((data.path / "speech_stats.json").read_text())
@@ -157,7 +158,7 @@ def test_a_failure_in_the_second_process_raises_with_its_log(tmp_path):
     from minimost.pipeline import build_speech_data, prepare_data
     data = prepare_data("micro", str(tmp_path))
     cfg = _small_kit_config(judge_sentences=0)   # only the judge (second process) trips on this
-    with pytest.raises(JobError, match=r"(?s)valid/test speech and the judge failed.*no rows.*--jobs 1"):
+    with pytest.raises(JobError, match=r"(?s)judge and the speech tasks failed.*no rows.*--jobs 1"):
         build_speech_data("micro", str(tmp_path), data, kit_cfg=cfg, progress=False, jobs=2)
 
 
