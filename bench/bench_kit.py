@@ -173,7 +173,7 @@ def main(argv=None) -> int:
     out = args.out or str(ROOT / "bench" / "results" / f"kit_{args.preset}_cpu.jsonl")
     write_results(out, "kit", rows,
                   notes=f"The {args.preset} speech kit (units {kit.units.artefact_id}, vocoder {kit.vocoder.hash[:12]}, "
-                        f"judge {kit.judge.id}) on its build's held-out ASR/TTS sentences; Griffin-Lim waveforms; "
+                        f"judge {kit.judge.id}, weights {kit.judge.weights_hash}) on its build's held-out ASR/TTS sentences; Griffin-Lim waveforms; "
                         f"greedy judge; {args.threads} torch thread(s).")
     log(f"wrote {out} in {time.perf_counter() - t0:.0f} s")
     return 0

@@ -85,3 +85,14 @@ def _exists(module):
         return importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:
         return False
+
+
+def test_the_machine_description_names_the_instruction_set_torch_uses():
+    # Results depend on it (the kit's units train to other weights on AVX2 than on AVX-512), so every
+    # report and benchmark line must say it.
+    import torch
+
+    from minimost.check_env import describe_machine
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU machine the description names the GPU")
+    assert f"({torch.backends.cpu.get_cpu_capability()})," in describe_machine()

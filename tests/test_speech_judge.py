@@ -194,6 +194,19 @@ def test_save_load_round_trip(micro, tmp_path):
     assert loaded.transcribe(wavs) == judge.transcribe(wavs)
     for k, v in judge.model.state_dict().items():
         assert torch.equal(v, loaded.model.state_dict()[k])
+    assert loaded.weights_hash == judge.weights_hash
+
+
+def test_weights_hash_names_the_weights_not_the_inputs(micro):
+    # `id` is the inputs' hash; weights_hash must change when one weight moves by one float step.
+    import copy
+    judge, _, _, _, _ = micro
+    other = copy.deepcopy(judge)
+    with torch.no_grad():
+        w = next(other.model.parameters())
+        w.view(-1)[0] = torch.nextafter(w.view(-1)[0], torch.tensor(float("inf")))
+    assert other.id == judge.id and len(judge.weights_hash) == 16
+    assert other.weights_hash != judge.weights_hash
 
 
 def test_lexicon_transcripts_use_only_lexicon_words(micro):

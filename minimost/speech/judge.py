@@ -436,7 +436,24 @@ class AsrJudge:
 
     @property
     def id(self) -> str:
+        """The cache key: a hash of what the judge was trained from (data, config, code version)."""
         return self.info.get("id", "untrained")
+
+    @property
+    def weights_hash(self) -> str:
+        """A hash of the trained weights themselves (16 hex digits), for reports beside `id`.
+
+        `id` names the inputs, and the same inputs need not give the same weights: torch's CPU kernels
+        round differently per instruction set, so the tiny kit's judge 1fc9ad325bb3490e trained to other
+        weights on an AVX2 machine than on an AVX-512 one (13.9 % vs 13.3 % WER on the same clips,
+        docs/judge.md). Two scores are comparable only under the same `weights_hash`.
+        """
+        h = hashlib.sha256()
+        for name, t in sorted(self.model.state_dict().items()):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.numpy().tobytes())
+        return h.hexdigest()[:16]
 
     def transcribe(self, wavs: Sequence[np.ndarray | torch.Tensor], sample_rate: int = SAMPLE_RATE,
                    batch_seconds: float = 60.0, lexicon: Lexicon | Iterable[str] | None = None,

@@ -181,6 +181,7 @@ def build_kit_judge(data, cache_dir: str, cfg: KitConfig, progress: bool = True)
 def kit_summary(kit: SpeechKit) -> dict:
     """Identities of the three artefacts (what a checkpoint or report should record)."""
     return {"units": kit.units.artefact_id, "vocoder": kit.vocoder.hash, "judge": kit.judge.id,
+            "judge_weights": kit.judge.weights_hash,
             "codebook_size": kit.units.num_units, "unit_rate_hz": kit.units.rate_hz}
 
 
