@@ -221,11 +221,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
         for task, splits in speech_task_stats(data).items():
             print(f"  {task:16s} " + ", ".join(f"{s} {v['examples']} examples, {v['tokens']} tokens"
                                                for s, v in splits.items()))
-        speech = data.stats.get("speech", {})
-        if speech:
-            print(f"speech: {speech['utterances']} utterances, {speech['audio_hours']} h of audio, "
-                  f"{speech['units_per_s_dedup']} units/s after deduplication (details: {data.path / 'speech_stats.json'})")
-        done = (data.path / "speech_stats.json").stat().st_mtime - wall0
+        stats_file = data.path / "speech_stats.json"      # written by whichever process rendered
+        speech = json.loads(stats_file.read_text())
+        print(f"speech: {speech['utterances']} utterances, {speech['audio_hours']} h of audio, "
+              f"{speech['units_per_s_dedup']} units/s after deduplication (details: {stats_file})")
+        done = stats_file.stat().st_mtime - wall0
         when = f"complete {done:.1f} s after the text build" if done >= 0 else "cached"
         print(f"dataset (text, audio, units, tasks, test sets): {data.path}, {when}")
 

@@ -180,3 +180,27 @@ def test_the_kit_judge_hears_single_sentences_none_of_them_spoken_by_the_plan(ki
     kind = dict(zip(train["text"], train["kind"]))
     assert len(heard) == cfg.judge_sentences and all(kind[t] != "story" for t in heard)
     assert not heard & {r["text"] for r in data.dataset("speech_plan")}
+
+
+def test_synth_cli_prints_the_dataset_statistics_and_the_artefacts(tmp_path, capsys):
+    # `minimost synth` with two processes: the second one renders the speech tasks, and the parent
+    # must still print their statistics (read from the build's files, not from its own memory).
+    import re
+
+    import torch
+
+    from minimost.__main__ import main
+    threads = torch.get_num_threads()
+    assert main(["synth", "--preset", "micro", "--data-dir", str(tmp_path), "--jobs", "2"]) == 0
+    assert torch.get_num_threads() == threads
+    out = capsys.readouterr().out
+    for task in ("asr", "tts", "speech_instruct", "speech_lm"):
+        assert re.search(rf"^  {task} +train \d+ examples, \d+ tokens, valid \d+ examples", out, re.M), out
+    assert re.search(r"^speech: \d+ utterances, [\d.]+ h of audio, [\d.]+ units/s after deduplication", out, re.M)
+    done = re.search(r"^dataset \(text, audio, units, tasks, test sets\): .*, complete ([\d.]+) s after", out, re.M)
+    assert done and float(done.group(1)) > 0, out
+    kit = re.search(r"^speech kit: (\{.*\}) \(([\d.]+) s with 2 processes\)", out, re.M)
+    assert kit and "'judge_weights': '" in kit.group(1) and float(done.group(1)) <= float(kit.group(2)) + 1, out
+    # A second call loads everything from the cache and says so.
+    assert main(["synth", "--preset", "micro", "--data-dir", str(tmp_path)]) == 0
+    assert re.search(r"^dataset \(text, audio, units, tasks, test sets\): .*, cached$", capsys.readouterr().out, re.M)
