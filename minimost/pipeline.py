@@ -209,6 +209,8 @@ def build_speech_data(preset: str, data_dir, data, kit_cfg=None, continuous: boo
         units_ready.set()                   # the units are on disk: the second process may render with them
         build_kit_vocoder(data, data_dir, kit_cfg, unit_kit, progress)
         job.wait()
+        # The second process rendered the speech tasks: give this process's `data` their statistics too.
+        data.stats["speech"] = json.loads((data.path / "speech_stats.json").read_text())
     except BaseException:
         job.stop()
         raise

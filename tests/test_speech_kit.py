@@ -143,6 +143,7 @@ def test_two_processes_build_what_one_process_on_one_thread_builds(tmp_path):
         finally:
             torch.set_num_threads(threads)
         assert seen == [(True, True, jobs == 2)]
+        assert data.stats["speech"] == json.loads((data.path / "speech_stats.json").read_text())
         units_file = data.path / f"speech_units-{kit.units.artefact_id}.json"
         render_speech(data, kit, str(cache), progress=False)   # rendered already: loads the statistics
         assert data.stats["speech"] == json.loads((data.path / "speech_stats.json").read_text())
