@@ -202,7 +202,7 @@ def build_speech_data(preset: str, data_dir, data, kit_cfg=None, continuous: boo
     torch.set_num_threads(1)
     try:
         # Both cores synthesise the kit's corpus first (the unit encoder waits for it); only then does
-        # the second process start synthesising (measured: 46 s instead of 75 s, docs/speech.md).
+        # the second process start synthesising (measured: 46-62 s instead of 75 s, docs/speech.md).
         speech_corpus(data, data_dir, "train", progress, skip_purposes=KIT_SKIPS_PURPOSES)
         kit_corpus_ready.set()
         unit_kit = build_unit_kit(preset, data_dir, data=data, cfg=kit_cfg, progress=progress)
