@@ -189,7 +189,7 @@ def build_speech_data(preset: str, data_dir, data, kit_cfg=None, continuous: boo
         return build_speech_kit(preset, data_dir, data=data, cfg=kit_cfg, progress=progress)
 
     from minimost.background import BackgroundJob
-    from minimost.speech.kit import KIT_SKIPS_PURPOSES, build_kit_vocoder, speech_corpus
+    from minimost.speech.kit import build_kit_vocoder, speech_corpus
     kit_cfg = kit_cfg or kit_config(preset)
     log = Path(data_dir) / "speech_kit" / f"background-{data.path.name}.log"
     job = BackgroundJob(_judge_and_lm_speech_data, (preset, str(data_dir), kit_cfg, continuous, data.path.name),
@@ -203,7 +203,7 @@ def build_speech_data(preset: str, data_dir, data, kit_cfg=None, continuous: boo
     try:
         # Both cores synthesise the kit's corpus first (the unit encoder waits for it); only then does
         # the second process start synthesising (measured: 46-62 s instead of 75 s, docs/speech.md).
-        speech_corpus(data, data_dir, "train", progress, skip_purposes=KIT_SKIPS_PURPOSES)
+        speech_corpus(data, data_dir, "train", progress)        # built (or loaded); the view is not needed
         kit_corpus_ready.set()
         unit_kit = build_unit_kit(preset, data_dir, data=data, cfg=kit_cfg, progress=progress)
         units_ready.set()                   # the units are on disk: the second process may render with them

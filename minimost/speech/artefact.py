@@ -2,6 +2,7 @@
 
 - `write_artefact`: one folder of a safetensors file + a JSON file, replaced all at once (temp folder,
   then rename), so a reader never sees weights from one training and metadata from another.
+- `hash_tensors`: feed named tensors into a hash (the artefacts' ids name their weights);
 - `duration_batches`: length-sorted batches of about N seconds of audio, in random order.
 """
 
@@ -35,6 +36,14 @@ def write_artefact(directory: str | os.PathLike, tensors_name: str, tensors: dic
     os.replace(tmp, directory)            # both files appear together
     shutil.rmtree(old, ignore_errors=True)
     return directory
+
+
+def hash_tensors(h, tensors: dict[str, torch.Tensor]) -> None:
+    """Update the hashlib object `h` with every tensor of `tensors` (name, dtype, shape, bytes), by name."""
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
 
 
 def duration_batches(durations: Sequence[float], seconds: float, rng: random.Random) -> list[list[int]]:

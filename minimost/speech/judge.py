@@ -66,7 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minimost.speech.artefact import write_artefact
+from minimost.speech.artefact import hash_tensors, write_artefact
 from minimost.speech.audio import SAMPLE_RATE, audio_from_hf, resample, to_float32
 from minimost.speech.features import FeatureConfig, log_mel, normalize_utterance
 from minimost.wer import normalize_text
@@ -449,10 +449,7 @@ class AsrJudge:
         docs/judge.md). Two scores are comparable only under the same `weights_hash`.
         """
         h = hashlib.sha256()
-        for name, t in sorted(self.model.state_dict().items()):
-            t = t.detach().cpu().contiguous()
-            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(t.numpy().tobytes())
+        hash_tensors(h, self.model.state_dict())
         return h.hexdigest()[:16]
 
     def transcribe(self, wavs: Sequence[np.ndarray | torch.Tensor], sample_rate: int = SAMPLE_RATE,

@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minimost.speech.artefact import duration_batches, write_artefact
+from minimost.speech.artefact import duration_batches, hash_tensors, write_artefact
 from minimost.speech.audio import SAMPLE_RATE, audio_from_hf, resample
 from minimost.speech.features import FeatureConfig, features, normalize_utterance, stack_frames
 from minimost.speech.synth import strip_stress
@@ -564,10 +564,7 @@ class UnitTokenizer:
 
     def _compute_hash(self) -> str:
         h = hashlib.sha256(json.dumps(self._meta(), sort_keys=True, ensure_ascii=False).encode())
-        for name in sorted(self.tensors):
-            t = self.tensors[name]
-            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(t.numpy().tobytes())
+        hash_tensors(h, self.tensors)
         return h.hexdigest()
 
     def check_compatible(self, other_id: str) -> None:

@@ -76,7 +76,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minimost.speech.artefact import duration_batches, write_artefact
+from minimost.speech.artefact import duration_batches, hash_tensors, write_artefact
 from minimost.speech.audio import SAMPLE_RATE, audio_from_hf, resample
 from minimost.speech.units import UnitArtefactMismatch, UnitSequence, UnitTokenizer, corpus_fingerprint
 
@@ -517,10 +517,7 @@ class UnitVocoder:
     @property
     def hash(self) -> str:
         h = hashlib.sha256(json.dumps(self._meta(), sort_keys=True).encode())
-        for name in sorted(self.tensors):
-            t = self.tensors[name]
-            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(t.numpy().tobytes())
+        hash_tensors(h, self.tensors)
         return h.hexdigest()
 
     def check_units(self, tokenizer: UnitTokenizer) -> None:
